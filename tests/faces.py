@@ -1,0 +1,31 @@
+"""Real face batches for tests: LFW crops resized to the models' 112x112 input.
+
+LFW deep-funneled crops are roughly centred on the face, so a resize is a fair stand-in for
+alignment in tests of model mechanics (shapes, folding, masks); alignment itself is tested
+with the data layer.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+DATA_ROOT = Path(os.environ.get("FACESCOPE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+LFW_IMAGES = DATA_ROOT / "lfw" / "images"
+
+
+def lfw_paths(count: int, seed: int = 0) -> list:
+    people = sorted(p for p in LFW_IMAGES.iterdir() if p.is_dir())
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(people), size=count, replace=False)
+    return [sorted(people[i].glob("*.jpg"))[0] for i in chosen]
+
+
+def lfw_faces(count: int, seed: int = 0) -> torch.Tensor:
+    """`count` LFW faces of different people as a (N,3,112,112) float tensor in [-1, 1]."""
+    arrays = [np.asarray(Image.open(p).convert("RGB").resize((112, 112), Image.BILINEAR)) for p in lfw_paths(count, seed)]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
+    return (batch - 127.5) / 128.0

@@ -1,0 +1,43 @@
+"""FaceScope model zoo: registered architectures, checkpoints and the local/hub zoo.
+
+    import zoo
+    model = zoo.build("scan-ir18", width=0.25)   # an untrained registered architecture
+    model = zoo.load("ir18-arcface")            # a trained checkpoint from the local zoo
+    emb = model.embed(images)                   # (N, 512), L2-normalised
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Union
+
+from . import methods  # noqa: F401  (registers every method)
+from .checkpoint import CheckpointError, load as load_checkpoint, read_config, save
+from .model import METHODS, Explanation, FaceModel, ModelConfig, build, model_names, parse_name
+from .backbones import BACKBONES
+
+LOCAL_ZOO = Path(os.environ.get("FACESCOPE_ZOO", Path(__file__).resolve().parent / "checkpoints"))
+
+
+def local_models() -> List[str]:
+    """Names of the trained checkpoints in the local (embedded) zoo."""
+    if not LOCAL_ZOO.is_dir():
+        return []
+    return sorted(p.name for p in LOCAL_ZOO.iterdir() if (p / "config.json").is_file())
+
+
+def load(name_or_path: Union[str, os.PathLike]) -> FaceModel:
+    """Load a trained model: a local zoo name, else a checkpoint folder."""
+    candidate = LOCAL_ZOO / str(name_or_path)
+    if (candidate / "config.json").is_file():
+        return load_checkpoint(candidate)
+    path = Path(name_or_path)
+    if path.is_dir():
+        return load_checkpoint(path)
+    raise FileNotFoundError(
+        f"no model {str(name_or_path)!r}: not in the local zoo ({', '.join(local_models()) or 'empty'}) "
+        f"and not a checkpoint folder")
+
+
+__all__ = ["BACKBONES", "METHODS", "CheckpointError", "Explanation", "FaceModel", "ModelConfig", "build",
+           "load", "load_checkpoint", "local_models", "model_names", "parse_name", "read_config", "save"]

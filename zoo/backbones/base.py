@@ -1,0 +1,88 @@
+"""What every backbone exposes, so that methods can wrap any of them.
+
+A backbone is `stem -> blocks (flat list) -> head`. Methods that act between blocks
+(SRANet's attention, ARFace's intermediate masks, HPDA's taps on the last stage) walk
+`blocks` themselves instead of each backbone growing method-specific hooks.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Protocol
+
+import torch
+from torch import nn
+
+INPUT_SIZE = 112
+EMBEDDING_DIM = 512
+
+
+class Conv3x3Factory(Protocol):
+    """Builds the 3x3 convolution a backbone uses (SCAN swaps in its scale-attention conv)."""
+
+    def __call__(self, in_channels: int, out_channels: int, stride: int = 1, groups: int = 1) -> nn.Module: ...
+
+
+def plain_conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 1) -> nn.Module:
+    return nn.Conv2d(in_channels, out_channels, 3, stride, 1, groups=groups, bias=False)
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count after the width multiplier; at least 8 so attention reductions stay valid."""
+    return max(8, int(round(channels * width)))
+
+
+class Backbone(nn.Module):
+    """`stem`, `blocks` and `head` plus the bookkeeping methods need.
+
+    Subclasses fill `stem`, `blocks`, `head`, `block_channels` (output channels per block)
+    and `block_stage` (stage index per block; the last stage runs at 7x7).
+    """
+
+    stem: nn.Module
+    blocks: nn.ModuleList
+    head: nn.Module
+    block_channels: List[int]
+    block_stage: List[int]
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.stem(images)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    @property
+    def last_stage_blocks(self) -> List[int]:
+        last = max(self.block_stage)
+        return [i for i, s in enumerate(self.block_stage) if s == last]
+
+
+class EmbeddingHead(nn.Module):
+    """Final feature map (C x 7 x 7) -> embedding.
+
+    `fc` is ArcFace's BN-Dropout-FC-BN; `gdc` replaces the big FC by a global depthwise
+    7x7 conv (MobileFaceNet's head), which keeps small zoo models a few MB.
+    """
+
+    def __init__(self, channels: int, kind: str = "fc", dropout: float = 0.0,
+                 embedding_dim: int = EMBEDDING_DIM, spatial: int = 7):
+        super().__init__()
+        if kind == "fc":
+            self.reduce = nn.Sequential(nn.BatchNorm2d(channels), nn.Dropout(dropout), nn.Flatten())
+            in_features = channels * spatial * spatial
+        elif kind == "gdc":
+            self.reduce = nn.Sequential(
+                nn.Conv2d(channels, channels, spatial, groups=channels, bias=False),
+                nn.BatchNorm2d(channels), nn.Dropout(dropout), nn.Flatten())
+            in_features = channels
+        else:
+            raise ValueError(f"unknown head {kind!r}; use 'fc' or 'gdc'")
+        self.fc = nn.Linear(in_features, embedding_dim)
+        self.bn = nn.BatchNorm1d(embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.fc(self.reduce(x)))
+
+
+BackboneFactory = Callable[..., Backbone]

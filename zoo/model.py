@@ -1,0 +1,178 @@
+"""The one model interface the rest of FaceScope uses, and the method registry.
+
+A *method* (plain, SCAN, SRANet, ARFace, HPDA, ...) wraps a registered *backbone*. A model
+name is `<method>-<backbone>` (`scan-ir50`) or just the backbone for the plain method
+(`ir50`). Everything needed to rebuild a model lives in its `ModelConfig`, which is what
+`config.json` of a checkpoint stores.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import BACKBONES, INPUT_SIZE, Backbone, Conv3x3Factory, plain_conv3x3
+from .registry import Registry
+
+METHODS: Registry = Registry("method")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a model: enough to rebuild it bit-for-bit from weights."""
+
+    method: str
+    backbone: str
+    width: float = 1.0
+    head: Optional[str] = None  # None: the backbone's own default (fc for IR, gdc for MobileFaceNet)
+    dropout: float = 0.0
+    options: Dict[str, Any] = field(default_factory=dict)  # method-specific, validated by the method
+
+    @property
+    def name(self) -> str:
+        return self.backbone if self.method == "plain" else f"{self.method}-{self.backbone}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Explanation:
+    """A method's own view of an input batch.
+
+    `maps`: name -> (N, h, w) spatial maps at the resolution the method computes them
+    (the analysis layer resizes them onto the face). `values`: name -> any other tensor
+    (per-layer learnt t, keep probabilities, attention matrices).
+    """
+
+    maps: Dict[str, torch.Tensor] = field(default_factory=dict)
+    values: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class FaceModel(nn.Module):
+    """Base of every zoo model: images (N,3,112,112) in [-1,1] -> 512-d embeddings.
+
+    Subclasses set `method`, `supported_backbones` and `default_options`, and may override
+    `conv3x3_factory`, `forward`, `explain`, `auxiliary_losses` and `no_weight_decay`.
+    """
+
+    method = "plain"
+    supported_backbones: Tuple[str, ...] = ("ir18", "ir34", "ir50", "ir100", "mobilefacenet")
+    default_options: Dict[str, Any] = {}
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        unknown = set(config.options) - set(self.default_options)
+        if unknown:
+            raise ValueError(f"{config.name}: unknown option(s) {sorted(unknown)}; "
+                             f"known: {sorted(self.default_options)}")
+        if config.backbone not in self.supported_backbones:
+            raise ValueError(f"method {self.method!r} does not support backbone {config.backbone!r}; "
+                             f"supported: {', '.join(self.supported_backbones)}")
+        self.config = dataclasses.replace(config, options={**self.default_options, **config.options})
+        head = {} if config.head is None else {"head": config.head}
+        self.backbone: Backbone = BACKBONES.get(config.backbone)(
+            width=config.width, dropout=config.dropout, conv3x3=self.conv3x3_factory(), **head)
+
+    @property
+    def options(self) -> Dict[str, Any]:
+        return self.config.options
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def conv3x3_factory(self) -> Conv3x3Factory:
+        return plain_conv3x3
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) embedding; what margin losses train on."""
+        return self.backbone(images)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """L2-normalised embeddings in eval mode, batched so large sets fit in memory."""
+        check_images(images, self.name)
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = [self(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        finally:
+            self.train(was_training)
+        return F.normalize(torch.cat(chunks).float(), dim=1)
+
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor) -> Explanation:
+        """The method's own maps for `images`; a plain model has none."""
+        check_images(images, self.name)
+        return Explanation()
+
+    def auxiliary_losses(self) -> Dict[str, torch.Tensor]:
+        """Method losses from the last training forward (SCAN's RMO, HPDA's divergence)."""
+        return {}
+
+    def no_weight_decay(self) -> List[str]:
+        """Names of parameters the optimiser must not decay (SCAN's t)."""
+        return []
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def check_images(images: torch.Tensor, model_name: str) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{model_name}: expected aligned faces as a (N, 3, {INPUT_SIZE}, {INPUT_SIZE}) "
+                         f"tensor scaled to [-1, 1], got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"{model_name}: expected a float tensor scaled to [-1, 1], got {images.dtype}")
+
+
+METHODS.register("plain")(FaceModel)
+
+
+def parse_name(name: str) -> Tuple[str, str]:
+    """`scan-ir50` -> ("scan", "ir50"); `ir50` -> ("plain", "ir50")."""
+    if name in BACKBONES:
+        return "plain", name
+    method, _, backbone = name.rpartition("-")
+    if method in METHODS and backbone in BACKBONES:
+        return method, backbone
+    raise KeyError(f"unknown model {name!r}; registered models: {', '.join(model_names())}")
+
+
+def model_names() -> List[str]:
+    """Every registered model name: each method with each backbone it supports."""
+    names = []
+    for method, cls in METHODS.items():
+        for backbone in cls.supported_backbones:
+            names.append(ModelConfig(method, backbone).name)
+    return names
+
+
+def build(name_or_config, **overrides) -> FaceModel:
+    """Build an (untrained) model by registered name, or from a ModelConfig / its dict."""
+    if isinstance(name_or_config, ModelConfig):
+        config = name_or_config
+    elif isinstance(name_or_config, dict):
+        config = ModelConfig.from_dict(name_or_config)
+    else:
+        method, backbone = parse_name(name_or_config)
+        config = ModelConfig(method, backbone)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"method", "backbone"}
+    options = dict(config.options)
+    arch = {}
+    for key, value in overrides.items():
+        (arch if key in fields else options)[key] = value
+    options.update(arch.pop("options", {}))
+    config = dataclasses.replace(config, **arch, options=options)
+    return METHODS.get(config.method)(config)
