@@ -92,6 +92,7 @@ class FaceModel(nn.Module):
         return self.config.name
 
     def conv3x3_factory(self) -> Conv3x3Factory:
+        """The backbone's 3x3 conv; called once `self.config` (with merged options) is set."""
         return plain_conv3x3
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
