@@ -48,14 +48,15 @@ def save(model: FaceModel, folder: PathLike, card: Optional[str] = None,
         config = {"facescope_format": FORMAT_VERSION, "architecture": model.config.to_dict(), **(extra_config or {})}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         (staging / CARD_FILE).write_text(card if card is not None else default_card(model))
-        _swap_in(staging, folder)
+        swap_in(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
 
 
-def _swap_in(staging: Path, folder: Path) -> None:
+def swap_in(staging: Path, folder: Path) -> None:
+    """Replace `folder` by the complete `staging` folder, never leaving a half-written one."""
     if folder.exists():
         retired = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,85 @@
+"""Training recipes: TOML files with the papers' hyperparameters, plus command-line overrides.
+
+A recipe has the sections [model], [loss], [optim], [aux], [run] and, for methods that need
+one, a section of their own (e.g. [arface]). `--set optim.lr=0.05` overrides any value;
+the values are parsed as TOML, so `--set model.width=0.25` gives a float and
+`--set optim.milestones=[4,6]` a list.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any, Dict, Iterable
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+DEFAULTS: Dict[str, Any] = {
+    "model": {"name": "ir50", "width": 1.0},
+    "loss": {"name": "arcface"},
+    "optim": {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128,
+              "epochs": 20, "milestones": [10, 16, 19], "gamma": 0.1, "warmup_steps": 0},
+    "aux": {},
+    "run": {"seed": 0, "checkpoint_every": 200, "log_every": 10, "amp": "auto", "channels_last": "auto",
+            "record_every_epoch": True, "max_steps": 0},
+}
+
+
+METHOD_SECTIONS = {"arface"}  # sections read by a method's own training step
+
+
+class ConfigError(ValueError):
+    """A recipe file or override that cannot be used."""
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A recipe name (`scan`) from train/configs, or a path to a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = CONFIG_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+        raise ConfigError(f"no recipe {name_or_path!r} (looked for {path}); recipes: {known}")
+    return path
+
+
+def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> Dict[str, Any]:
+    """`optim.lr=0.05` -> {"optim": {"lr": 0.05}}; the value is read as TOML (bare words as strings)."""
+    key, sep, raw = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"override {text!r}: expected SECTION.KEY=VALUE, e.g. optim.lr=0.05")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    nested: Dict[str, Any] = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    path = resolve_path(name_or_path)
+    try:
+        recipe = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    unknown = set(recipe) - set(DEFAULTS) - METHOD_SECTIONS
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; "
+                          f"known: {sorted(set(DEFAULTS) | METHOD_SECTIONS)}")
+    config = merge(DEFAULTS, recipe)
+    for text in overrides:
+        config = merge(config, parse_override(text))
+    config["recipe"] = path.stem
+    return config

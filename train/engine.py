@@ -1,0 +1,250 @@
+"""The training engine: one loop for every method, on one CPU/GPU or many through torchrun.
+
+Exact resume without pickles: the data order of an epoch is a seeded permutation, and the
+global RNG is reseeded from (seed, step, rank) before every step, so a run restarted from a
+checkpoint (weights, momentum buffers, step counter, method state; safetensors + JSON)
+replays the very batches, flips and samples the uninterrupted run would have seen. The
+learning rate is a pure function of the step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+import zoo
+from zoo.checkpoint import swap_in
+from train.losses import build_loss
+from train.recorders import EpochRecorders
+from train.steps import step_for
+
+STATE_DIR = "state"
+
+
+class TrainObjective(nn.Module):
+    """Model + classification head as one module, so DDP synchronises both in one backward."""
+
+    def __init__(self, model: zoo.FaceModel, head: nn.Module):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor):
+        """Raw embeddings, logits, and the unweighted loss terms of one batch."""
+        embeddings = self.model(images)
+        recognition, logits = self.head.loss(embeddings.float(), labels)
+        return embeddings, logits, {"recognition": recognition, **self.model.auxiliary_losses()}
+
+
+class PackedFaces:
+    """Aligned training faces held in memory: uint8 (N,112,112,3) images and int labels."""
+
+    def __init__(self, path: Path):
+        with np.load(path) as data:
+            self.images = torch.from_numpy(np.ascontiguousarray(data["images"]))
+            self.labels = torch.from_numpy(data["labels"].astype(np.int64))
+        if len(self.images) == 0:
+            raise ValueError(f"{path}: the training set is empty")
+        self.num_classes = int(self.labels.max()) + 1
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def to_model_input(batch: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1], mirrored where `flip` (p = 0.5 augmentation)."""
+    x = batch.permute(0, 3, 1, 2).float().sub_(127.5).div_(128.0)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+class Trainer:
+    def __init__(self, config: Dict[str, Any], data: PackedFaces, run_dir: Path,
+                 device: Optional[str] = None, progress: bool = True):
+        self.config, self.data, self.run_dir = config, data, Path(run_dir)
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        self.progress = progress and self.rank == 0
+        model_cfg = dict(config["model"])
+        self.model = zoo.build(model_cfg.pop("name"), **model_cfg).to(self.device)
+        loss_cfg = dict(config["loss"])
+        self.head = build_loss(loss_cfg.pop("name"), data.num_classes, **loss_cfg).to(self.device)
+        run = config["run"]
+        self.channels_last = run["channels_last"] is True or (run["channels_last"] == "auto" and self.device.type == "cuda")
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.amp = run["amp"] is True or (run["amp"] == "auto" and self.device.type == "cuda")
+        self.objective = TrainObjective(self.model, self.head)
+        policy = set(self.model.policy_parameters()) if hasattr(self.model, "policy_parameters") else set()
+        if self.world > 1:
+            self.objective = nn.parallel.DistributedDataParallel(
+                self.objective, find_unused_parameters=bool(policy))
+        self.optimizer = self._sgd([(n, p) for n, p in TrainObjective(self.model, self.head).named_parameters()
+                                    if p not in policy], config["optim"]["lr"])
+        self.policy_optimizer = None
+        if policy:
+            lr = float(config.get("arface", {}).get("policy_lr", 0.01))
+            self.policy_optimizer = torch.optim.SGD(list(self.model.policy_parameters()), lr=lr, momentum=0.9)
+        self.train_step = step_for(self.model.config.method)
+        self.method_state: Dict[str, Any] = {}
+        self.step = 0
+        optim = config["optim"]
+        self.per_rank_batch = int(optim["batch_size"]) // self.world
+        if self.per_rank_batch < 1:
+            raise ValueError(f"batch_size {optim['batch_size']} is smaller than the {self.world} processes")
+        self.steps_per_epoch = len(data) // (self.per_rank_batch * self.world)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{data.path}: {len(data)} images cannot fill one batch of {optim['batch_size']}")
+        self.total_steps = int(optim["epochs"]) * self.steps_per_epoch
+        if run["max_steps"]:
+            self.total_steps = min(self.total_steps, int(run["max_steps"]))
+        self.recorders = EpochRecorders(self.model, self.head)
+
+    def _sgd(self, named, lr):
+        no_decay = set(self.model.no_weight_decay())
+        decay = [p for n, p in named if n.removeprefix("model.") not in no_decay]
+        plain = [p for n, p in named if n.removeprefix("model.") in no_decay]
+        optim = self.config["optim"]
+        groups = [{"params": decay, "weight_decay": float(optim["weight_decay"])}]
+        if plain:
+            groups.append({"params": plain, "weight_decay": 0.0})
+        return torch.optim.SGD(groups, lr=lr, momentum=float(optim["momentum"]))
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
+    @property
+    def lr(self) -> float:
+        optim = self.config["optim"]
+        warmup = int(optim.get("warmup_steps", 0))
+        if self.step < warmup:
+            return float(optim["lr"]) * (self.step + 1) / warmup
+        passed = sum(self.epoch >= m for m in optim["milestones"])
+        return float(optim["lr"]) * float(optim["gamma"]) ** passed
+
+    def batch(self):
+        """This rank's images and labels for the current step."""
+        generator = torch.Generator().manual_seed(int(self.config["run"]["seed"]) * 7919 + self.epoch)
+        order = torch.randperm(len(self.data), generator=generator)
+        start = (self.step % self.steps_per_epoch) * self.per_rank_batch * self.world + self.rank * self.per_rank_batch
+        index = order[start:start + self.per_rank_batch]
+        flip = torch.rand(len(index)) < 0.5
+        images = to_model_input(self.data.images[index], flip).to(self.device)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, self.data.labels[index].to(self.device)
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def save_state(self) -> None:
+        if self.rank != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".state.", dir=self.run_dir))
+        try:
+            save_file(_cpu(self.model.state_dict()), str(staging / "model.safetensors"))
+            save_file(_cpu(self.head.state_dict()), str(staging / "head.safetensors"))
+            save_file(_momentum(self.optimizer), str(staging / "optimizer.safetensors"))
+            if self.policy_optimizer is not None:
+                save_file(_momentum(self.policy_optimizer), str(staging / "policy_optimizer.safetensors"))
+            (staging / "state.json").write_text(json.dumps(
+                {"step": self.step, "method_state": self.method_state, "config": self.config}, indent=2))
+            swap_in(staging, self.run_dir / STATE_DIR)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def load_state(self) -> bool:
+        """Resume from run_dir/state if present; returns whether it did."""
+        folder = self.run_dir / STATE_DIR
+        if not (folder / "state.json").is_file():
+            return False
+        state = json.loads((folder / "state.json").read_text())
+        if state["config"]["model"] != self.config["model"] or state["config"]["loss"] != self.config["loss"]:
+            raise ValueError(f"{folder}: the checkpoint was trained with another model or loss "
+                             f"({state['config']['model']}, {state['config']['loss']}); use a new --out folder")
+        self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
+        self.head.load_state_dict(load_file(str(folder / "head.safetensors"), device=str(self.device)))
+        _restore_momentum(self.optimizer, load_file(str(folder / "optimizer.safetensors"), device=str(self.device)))
+        if self.policy_optimizer is not None:
+            _restore_momentum(self.policy_optimizer,
+                              load_file(str(folder / "policy_optimizer.safetensors"), device=str(self.device)))
+        self.step, self.method_state = int(state["step"]), state["method_state"]
+        return True
+
+    # ---- the loop ----------------------------------------------------------------------
+    def log(self, record: Dict[str, Any], file: str = "log.jsonl") -> None:
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / file, "a") as out:
+                out.write(json.dumps(record) + "\n")
+
+    def fit(self) -> Dict[str, Any]:
+        run = self.config["run"]
+        self.objective.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
+                   desc=f"{self.model.name} ({self.config['recipe']})", unit="step")
+        window_start, window_images, last = time.perf_counter(), 0, {}
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext())
+        while self.step < self.total_steps:
+            torch.manual_seed((int(run["seed"]) * 1_000_003 + self.step) * 131 + self.rank)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            images, labels = self.batch()
+            with autocast:
+                result = self.train_step(self, images, labels)
+            self.recorders.observe(result, labels)
+            self.step += 1
+            window_images += len(labels) * self.world
+            if self.step % int(run["log_every"]) == 0 or self.step == self.total_steps:
+                elapsed = time.perf_counter() - window_start
+                last = {"step": self.step, "epoch": self.epoch, "lr": self.lr, "loss": result.loss.item(),
+                        "terms": result.terms, "accuracy": result.correct.float().mean().item(),
+                        "images_per_s": window_images / max(elapsed, 1e-9), **result.extra}
+                self.log(last)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}",
+                                img_s=f"{last['images_per_s']:.0f}")
+                window_start, window_images = time.perf_counter(), 0
+            if self.step % self.steps_per_epoch == 0 and run["record_every_epoch"]:
+                self.log({"epoch": self.epoch, "step": self.step, **self.recorders.flush()}, "records.jsonl")
+            if self.step % int(run["checkpoint_every"]) == 0 or self.step == self.total_steps:
+                self.save_state()
+            bar.update(1)
+        bar.close()
+        return last
+
+
+def _cpu(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def _momentum(optimizer: torch.optim.Optimizer) -> Dict[str, torch.Tensor]:
+    """Momentum buffers keyed by (group, position): stable across runs of the same config."""
+    out = {}
+    for g, group in enumerate(optimizer.param_groups):
+        for i, p in enumerate(group["params"]):
+            buf = optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                out[f"{g}.{i}"] = buf.detach().contiguous().cpu()
+    return out
+
+
+def _restore_momentum(optimizer: torch.optim.Optimizer, buffers: Dict[str, torch.Tensor]) -> None:
+    for g, group in enumerate(optimizer.param_groups):
+        for i, p in enumerate(group["params"]):
+            if f"{g}.{i}" in buffers:
+                optimizer.state[p]["momentum_buffer"] = buffers[f"{g}.{i}"].to(p.device)
