@@ -12,6 +12,7 @@ from typing import Callable, Dict
 import torch
 import torch.distributed as dist
 
+from zoo.methods.arface import ReinforceBaseline
 from zoo.registry import Registry
 
 STEPS: Registry = Registry("training step")
@@ -64,7 +65,7 @@ def arface_step(trainer, images, labels) -> StepResult:
     """Feature-Net step on the masked batch, then REINFORCE on the Attention-Net.
 
     Reward: per-sample correctness of the Feature-Net on that masked batch (its mean is the
-    batch accuracy the paper names); baseline: a moving average of the batch accuracy.
+    batch accuracy the paper names), against a moving-average baseline of past accuracies.
     """
     result = standard_step(trainer, images, labels)
     reward = result.correct.float()
@@ -72,7 +73,9 @@ def arface_step(trainer, images, labels) -> StepResult:
     if dist.is_initialized():
         dist.all_reduce(accuracy)
         accuracy /= dist.get_world_size()
-    baseline = trainer.method_state.setdefault("reward_baseline", float(accuracy))
+    tracker = ReinforceBaseline(float(trainer.config["arface"].get("baseline_momentum", 0.99)))
+    tracker.value = trainer.method_state.get("reward_baseline")
+    baseline = tracker.update(accuracy)
     policy_loss = trainer.model.reinforce_loss(reward, baseline)
     check_finite({"policy": policy_loss}, trainer.step, trainer.lr)
     params = list(trainer.model.policy_parameters())
@@ -84,10 +87,9 @@ def arface_step(trainer, images, labels) -> StepResult:
     for p, g in zip(params, grads):
         p.grad = g
     trainer.policy_optimizer.step()
-    momentum = float(trainer.config["arface"].get("baseline_momentum", 0.9))
-    trainer.method_state["reward_baseline"] = momentum * baseline + (1 - momentum) * float(accuracy)
+    trainer.method_state["reward_baseline"] = tracker.value
     result.terms["policy"] = policy_loss.item()
-    result.extra["reward_baseline"] = trainer.method_state["reward_baseline"]
+    result.extra["reward_baseline"] = tracker.value
     return result
 
 
