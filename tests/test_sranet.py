@@ -1,0 +1,150 @@
+"""SRANet: attention shapes and normalisation per variant, residual zero-init, training, explain, checkpoints."""
+import pytest
+import torch
+
+import zoo
+from zoo.methods.sranet import SelfChannelAttention, SelfSpatialAttention
+from faces import lfw_faces
+
+WIDTH = 0.25
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return lfw_faces(8, seed=3)
+
+
+def attention_modules(model, kind):
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+def push_apart(model, batch):
+    """Backpropagate a loss that separates the faces' embeddings (all different people).
+
+    Needs more than 2 faces: with 2, the final train-mode BN1d makes them antipodal whatever
+    the input, and every gradient behind it vanishes.
+    """
+    embeddings = torch.nn.functional.normalize(model(batch))
+    (embeddings @ embeddings.T).triu(diagonal=1).pow(2).mean().backward()
+
+
+@pytest.mark.parametrize("variant, keys_14x14, keys_7x7", [
+    ("light", 49, 16), ("avg", 49, 16), ("max", 49, 16), ("naive", 196, 49)])
+def test_attention_rows_sum_to_one_with_the_variants_key_count(variant, keys_14x14, keys_7x7, faces):
+    torch.manual_seed(0)
+    model = zoo.build("sranet-ir18", width=WIDTH, variant=variant)
+    explanation = model.explain(faces[:2])
+    channels = model.backbone.block_channels
+    for i, c in enumerate(channels):
+        a_c = explanation.values[f"channel_attention/block{i}"]
+        assert a_c.shape == (2, c, c // 2)
+        assert torch.allclose(a_c.sum(dim=-1), torch.ones(2, c), atol=1e-5)
+        row = explanation.maps[f"spatial_attention/block{i}"]
+        assert torch.allclose(row.sum(dim=(1, 2)), torch.ones(2), atol=1e-5)
+    # ir18 stages: blocks 0-1 at 56x56, 2-3 at 28x28, 4-5 at 14x14, 6-7 at 7x7
+    last_two_stages = {4: (196, keys_14x14), 5: (196, keys_14x14), 6: (49, keys_7x7), 7: (49, keys_7x7)}
+    for i, (queries, keys) in last_two_stages.items():
+        a_s = explanation.values[f"spatial_attention_matrix/block{i}"]
+        assert a_s.shape == (2, queries, keys)
+        assert torch.allclose(a_s.sum(dim=-1), torch.ones(2, queries), atol=1e-5)
+    assert not any(f"spatial_attention_matrix/block{i}" in explanation.values for i in range(4))
+    side = 56 if variant == "naive" else 28
+    assert explanation.maps["spatial_attention/block0"].shape == (2, side, side)
+
+
+def test_untrained_sranet_is_exactly_its_plain_backbone(faces):
+    """Zero-initialised attention BN: every attention term is 0, so only the residual path remains."""
+    torch.manual_seed(0)
+    plain = zoo.build("ir18", width=WIDTH)
+    sranet = zoo.build("sranet-ir18", width=WIDTH)
+    sranet.backbone.load_state_dict(plain.backbone.state_dict())
+    for mode in (True, False):
+        plain.train(mode)
+        sranet.train(mode)
+        with torch.no_grad():
+            assert torch.equal(sranet(faces[:2]), plain(faces[:2]))
+    explanation = sranet.explain(faces[:2])
+    for i in range(len(sranet.backbone.blocks)):
+        assert torch.equal(explanation.maps[f"channel_mean/block{i}/before"],
+                           explanation.maps[f"channel_mean/block{i}/after"])
+
+
+def test_training_reaches_theta_phi_rho_once_the_attention_bn_moves(faces):
+    torch.manual_seed(0)
+    model = zoo.build("sranet-ir18", width=WIDTH).train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    projections = [(m, name) for kind in (SelfChannelAttention, SelfSpatialAttention)
+                   for m in attention_modules(model, kind) for name in ("theta", "phi", "rho")]
+
+    push_apart(model, faces[:4])
+    for module, name in projections:  # zero-init: the attention term is cut off in the first step
+        assert torch.count_nonzero(getattr(module, name).weight.grad) == 0
+    bn_grads = [m.bn.weight.grad for m, _ in projections[::3]]
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in bn_grads)
+    optimiser.step()
+    optimiser.zero_grad()
+    push_apart(model, faces)
+    for module, name in projections:
+        grad = getattr(module, name).weight.grad
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, f"{type(module).__name__}.{name}"
+    explanation = model.explain(faces[:2])
+    before, after = (explanation.maps[f"channel_mean/block7/{when}"] for when in ("before", "after"))
+    assert not torch.equal(before, after)
+
+
+def test_explain_maps_and_query(faces):
+    torch.manual_seed(0)
+    model = zoo.build("sranet-ir18", width=WIDTH)
+    explanation = model.explain(faces[:2])
+    sizes = [56, 56, 28, 28, 14, 14, 7, 7]
+    assert len(explanation.maps) == 3 * len(sizes)
+    for i, size in enumerate(sizes):
+        for when in ("before", "after"):
+            feature_mean = explanation.maps[f"channel_mean/block{i}/{when}"]
+            assert feature_mean.shape == (2, size, size) and torch.isfinite(feature_mean).all()
+        row = explanation.maps[f"spatial_attention/block{i}"]
+        assert row.shape == (2, (size + 1) // 2, (size + 1) // 2)
+        assert row.min() >= 0 and row.max() <= 1
+    matrix = explanation.values["spatial_attention_matrix/block7"]  # 7x7 queries over a 4x4 key grid
+    centre = explanation.maps["spatial_attention/block7"]
+    assert torch.equal(centre, matrix[:, 3 * 7 + 3].view(2, 4, 4))
+    corner = model.explain(faces[:2], query=(111, 0)).maps["spatial_attention/block7"]
+    assert torch.equal(corner, matrix[:, 6 * 7 + 0].view(2, 4, 4))
+    with pytest.raises(ValueError, match="outside"):
+        model.explain(faces[:1], query=(112, 0))
+
+
+@pytest.mark.parametrize("channel, spatial", [(False, False), (True, False), (False, True)])
+def test_ablation_rows_build_only_their_attention(channel, spatial, faces):
+    model = zoo.build("sranet-ir18", width=WIDTH, channel_attention=channel, spatial_attention=spatial)
+    assert len(attention_modules(model, SelfChannelAttention)) == (8 if channel else 0)
+    assert len(attention_modules(model, SelfSpatialAttention)) == (8 if spatial else 0)
+    explanation = model.explain(faces[:2])
+    assert any(k.startswith("channel_attention/") for k in explanation.values) == channel
+    assert any(k.startswith("spatial_attention/") for k in explanation.maps) == spatial
+    if not (channel or spatial):
+        assert model.parameter_count() == zoo.build("ir18", width=WIDTH).parameter_count()
+
+
+def test_bad_options_and_backbones_are_refused():
+    with pytest.raises(ValueError, match="variant must be one of"):
+        zoo.build("sranet-ir18", width=WIDTH, variant="pooled")
+    with pytest.raises(ValueError, match="pool_size must be a positive integer"):
+        zoo.build("sranet-ir18", width=WIDTH, pool_size=0)
+    with pytest.raises(ValueError, match="does not support backbone 'mobilefacenet'"):
+        zoo.build("sranet-mobilefacenet", width=WIDTH)
+
+
+def test_checkpoint_round_trip_is_bit_exact(faces, tmp_path):
+    torch.manual_seed(0)
+    model = zoo.build("sranet-ir18", width=WIDTH, variant="max").train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    push_apart(model, faces[:4])
+    optimiser.step()  # attention BN weights leave zero, so the round trip covers live attention
+    model.eval()
+    loaded = zoo.load(zoo.save(model, tmp_path / "sranet"))
+    assert loaded.config == model.config and loaded.options["variant"] == "max"
+    state, loaded_state = model.state_dict(), loaded.state_dict()
+    assert state.keys() == loaded_state.keys()
+    assert all(torch.equal(state[k], loaded_state[k]) for k in state)
+    assert torch.equal(model.embed(faces[:3]), loaded.embed(faces[:3]))
