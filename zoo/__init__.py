@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Union
+from typing import List, Optional, Union
 
 from . import methods  # noqa: F401  (registers every method)
 from .checkpoint import CheckpointError, load as load_checkpoint, read_config, save
@@ -26,17 +26,24 @@ def local_models() -> List[str]:
     return sorted(p.name for p in LOCAL_ZOO.iterdir() if (p / "config.json").is_file())
 
 
-def load(name_or_path: Union[str, os.PathLike]) -> FaceModel:
-    """Load a trained model: a local zoo name, else a checkpoint folder."""
-    candidate = LOCAL_ZOO / str(name_or_path)
-    if (candidate / "config.json").is_file():
-        return load_checkpoint(candidate)
-    path = Path(name_or_path)
-    if path.is_dir():
-        return load_checkpoint(path)
+def load(name_or_path: Union[str, os.PathLike], revision: Optional[str] = None) -> FaceModel:
+    """Load a trained model: a local zoo name, else a checkpoint folder, else a Hugging Face
+    Hub repo id (ORG/NAME, see zoo.hub). A `revision` (branch, tag, commit) only exists on
+    the hub, so it skips the local look-ups."""
+    if revision is None:
+        candidate = LOCAL_ZOO / str(name_or_path)
+        if (candidate / "config.json").is_file():
+            return load_checkpoint(candidate)
+        path = Path(name_or_path)
+        if path.is_dir():
+            return load_checkpoint(path)
+    from . import hub  # on demand: the local zoo never needs huggingface_hub
+
+    if hub.is_repo_id(str(name_or_path)):
+        return hub.load(str(name_or_path), revision=revision)
     raise FileNotFoundError(
-        f"no model {str(name_or_path)!r}: not in the local zoo ({', '.join(local_models()) or 'empty'}) "
-        f"and not a checkpoint folder")
+        f"no model {str(name_or_path)!r}: not in the local zoo ({', '.join(local_models()) or 'empty'}), "
+        f"not a checkpoint folder and not a Hugging Face Hub repo id (ORG/NAME)")
 
 
 __all__ = ["BACKBONES", "METHODS", "CheckpointError", "Explanation", "FaceModel", "ModelConfig", "build",

@@ -1,0 +1,180 @@
+"""Turn a training run (or a checkpoint folder) into a published FaceScope checkpoint.
+
+    python -m train.publish runs/scan --local scan-ir18                  # into the local zoo
+    python -m train.publish runs/scan --repo-id me/scan-ir18             # to a Hugging Face Hub repo
+    python -m train.publish runs/scan --local scan-ir18 --eval results.json
+    python -m train.publish zoo/checkpoints/scan-ir18 --repo-id me/scan-ir18 --revision v2
+
+From a run folder (what train.run writes): the model is rebuilt from the recipe in
+state/state.json, its weights loaded from state/model.safetensors and, for a method that
+folds (SCAN), folded into its plain inference form. The checkpoint gets a model card with the
+training data, recipe, train time and throughput, the metrics of --eval (default RUN/eval.json
+when present, written by `python -m train.evaluate --out RUN/eval.json`), intended use and
+limits; config.json carries the same record and the verification threshold.
+From a checkpoint folder: published as is, or with a regenerated card when --eval is given.
+
+An existing checkpoint of another architecture (model name, width, head) - in the local zoo or
+on the hub repo's branch - is replaced only with --force. The hub endpoint is HF_ENDPOINT
+(default https://huggingface.co) and the token HF_TOKEN or `hf auth login`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import zoo
+from train.engine import STATE_DIR
+from zoo import card, hub
+from zoo.checkpoint import CONFIG_FILE, CheckpointError, load_weights, swap_in
+
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m train.publish", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, metavar="RUN_OR_FOLDER",
+                        help="a run folder from train.run (has state/state.json) or a checkpoint folder "
+                             "(model.safetensors + config.json + README.md)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--repo-id", metavar="ORG/NAME", help="upload to this Hugging Face Hub model repo")
+    target.add_argument("--local", metavar="NAME", help=f"write into the local zoo ({zoo.LOCAL_ZOO}/NAME)")
+    parser.add_argument("--revision", metavar="BRANCH", help="hub branch to commit to (created if needed; default main)")
+    parser.add_argument("--eval", type=Path, metavar="RESULTS.json",
+                        help="metrics from `python -m train.evaluate --out` for the card (default RUN/eval.json)")
+    parser.add_argument("--force", action="store_true", help="replace a checkpoint of another architecture")
+    parser.add_argument("--private", action="store_true", help="create the hub repo private")
+    parser.add_argument("--message", help="hub commit message")
+    return parser.parse_args(argv)
+
+
+def read_run(run_dir: Path) -> Tuple[zoo.FaceModel, Dict[str, Any]]:
+    """The trained model of a run folder (folded when its method folds) and its training record."""
+    path = run_dir / STATE_DIR / "state.json"
+    state = json.loads(path.read_text())
+    try:
+        record = {"config": state["config"], "data": state["data"], "steps": state["step"],
+                  "total_steps": state["total_steps"], "train_seconds": state["train_seconds"],
+                  "device": state["device"], "world_size": state["world_size"],
+                  "images_per_s": _images_per_second(run_dir / "log.jsonl"), "folded_from": None}
+        model_config = dict(state["config"]["model"])
+    except KeyError as err:
+        raise ValueError(f"{path}: no {err.args[0]!r} entry; not a state.json written by train.run") from None
+    model = zoo.build(model_config.pop("name"), **model_config)
+    load_weights(model, run_dir / STATE_DIR / "model.safetensors")
+    if hasattr(model, "fold"):
+        record["folded_from"] = model.name
+        model = model.fold()
+    return model.eval(), record
+
+
+def _images_per_second(log: Path) -> Optional[float]:
+    """Median throughput over the logged windows: robust to the slow first (warm-up) window."""
+    if not log.is_file():
+        return None
+    rates = [json.loads(line)["images_per_s"] for line in log.read_text().splitlines()
+             if line.strip() and "images_per_s" in line]
+    return statistics.median(rates) if rates else None
+
+
+def read_metrics(path: Path, model: zoo.FaceModel, training: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Compact metrics of a train.evaluate JSON, refused when it measured another model."""
+    try:
+        metrics = card.summarize(json.loads(path.read_text()))
+    except KeyError as err:
+        raise ValueError(f"{path}: not a train.evaluate results JSON (no {err.args[0]!r} entry)") from None
+    measured = metrics["evaluated_model"]
+    allowed = {model.name, (training or {}).get("folded_from")}
+    if measured is not None and measured not in allowed:
+        raise ValueError(f"{path} measured {measured!r}, not this model ({model.name!r}): "
+                         "evaluate this checkpoint, or give the right --eval")
+    return metrics
+
+
+def existing_architecture(folder: Path) -> Optional[Dict[str, Any]]:
+    """The architecture a local checkpoint folder holds; None when it holds no FaceScope config."""
+    try:
+        return hub.architecture(json.loads((folder / CONFIG_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def write_local(model: zoo.FaceModel, source: Optional[Path], name: str, force: bool,
+                text: Optional[str], extra: Optional[Dict[str, Any]]) -> Path:
+    """Write into the local zoo atomically: the regenerated checkpoint, or `source`'s files as is."""
+    if Path(name).name != name or name.startswith("."):
+        raise ValueError(f"--local {name!r}: give a plain folder name, e.g. scan-ir18")
+    target = Path(zoo.LOCAL_ZOO) / name
+    local = hub.architecture({"architecture": model.config.to_dict()})
+    existing = existing_architecture(target) if target.exists() else local
+    if existing != local and not force:
+        raise CheckpointError(f"{target} holds {hub.describe(existing)}, this checkpoint is "
+                              f"{hub.describe(local)}: refusing to overwrite a different architecture; choose "
+                              "another --local name or pass --force")
+    if source is None:
+        return zoo.save(model, target, card=text, extra_config=extra)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    try:
+        for file in hub.HUB_FILES:
+            if (source / file).is_file():
+                shutil.copy2(source / file, staging / file)
+        swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def publish(args: argparse.Namespace) -> str:
+    """Do what the command line asks; returns the line to print."""
+    source: Path = args.source
+    if args.revision and not args.repo_id:
+        raise ValueError("--revision names a hub branch: use it with --repo-id")
+    if args.eval is not None and not args.eval.is_file():
+        raise FileNotFoundError(f"--eval {args.eval}: no such file")
+    as_is = None
+    if (source / STATE_DIR / "state.json").is_file():
+        model, training = read_run(source)
+        eval_path = args.eval or (source / "eval.json" if (source / "eval.json").is_file() else None)
+    elif (source / CONFIG_FILE).is_file():
+        model = zoo.load_checkpoint(source)
+        training = zoo.read_config(source).get("training")
+        eval_path = args.eval
+        as_is = source if eval_path is None else None
+    else:
+        raise FileNotFoundError(f"{source}: neither a run folder (no {STATE_DIR}/state.json) nor a checkpoint "
+                                f"folder (no {CONFIG_FILE})")
+    metrics = read_metrics(eval_path, model, training) if eval_path is not None else None
+    name = args.repo_id or args.local
+    text = extra = None
+    if as_is is None:
+        text = card.render(model, training, metrics, name=name)
+        extra = card.extra_config(training, metrics)
+    if args.local:
+        folder = write_local(model, as_is, args.local, args.force, text, extra)
+        return f"wrote {model.name} to {folder}"
+    with tempfile.TemporaryDirectory(prefix="facescope-publish-") as scratch:
+        folder = as_is or zoo.save(model, Path(scratch) / "checkpoint", card=text, extra_config=extra)
+        info = hub.publish(folder, args.repo_id, revision=args.revision, force=args.force, private=args.private,
+                           commit_message=args.message)
+    return f"published {model.name} to {args.repo_id}: commit {info.oid} ({info.commit_url})"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        print(publish(args))
+    except (CheckpointError, FileNotFoundError, ValueError, KeyError) as err:
+        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""Model cards: what a published FaceScope checkpoint is, how it was trained and how well it does.
+
+A card is the README.md of a checkpoint folder (and so of its hub repo): Hugging Face YAML
+front matter, then the model, its training data and recipe, the measured metrics and the
+intended use and limits. The same facts go machine-readable into config.json (see
+`extra_config`), so the app reads each model's verification threshold without parsing
+markdown, and a card can be regenerated from a checkpoint folder alone.
+
+    metrics = card.summarize(json.load(open("runs/scan/eval.json")))   # from train.evaluate
+    text = card.render(model, training, metrics, name="facescope/scan-ir18")
+    zoo.save(model, folder, card=text, extra_config=card.extra_config(training, metrics))
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import mean
+from typing import Any, Dict, List, Optional
+
+from huggingface_hub import ModelCardData
+
+from .model import FaceModel
+
+PROTOCOL_ORDER = ("lfw-view1", "cfp-ff", "cfp-fp", "lfw-view2")
+FACESCOPE_SMALL = "facescope-small"
+
+FACESCOPE_SMALL_DATA = (
+    "The FaceScope-small training split: the LFW people of `peopleDevTrain.txt` with at least two "
+    "images, minus the LFW people who also appear in CFP, plus a CelebA subset of 299 identities; "
+    "faces aligned to 112x112 by FaceScope's 5-point alignment (images whose face was not found "
+    "were skipped). The FaceScope-small test protocols - LFW View 1 (`pairsDevTest.txt`), CFP-FF "
+    "and CFP-FP - share no identity with it. CelebA's authors state no overlap with LFW; overlap "
+    "between CelebA and CFP is not checked.")
+
+INTENDED_USE = (
+    "Research and visual analysis of face-recognition methods: comparing methods, studying what a "
+    "model attends to, and how accuracy degrades with blur or low resolution, in FaceScope's app "
+    "and analyses.")
+
+LIMITS = [
+    "Trained on a tiny set by face-recognition standards (thousands of images, hundreds of "
+    "identities): accuracy is far below production models and says little about other data.",
+    "Not for identification or verification decisions about people - access control, "
+    "surveillance, law enforcement or anything with consequences for the person pictured.",
+    "Demographic bias is untested: the training and test faces are mostly celebrities and public "
+    "figures, and accuracy across age, gender and skin tone was not measured.",
+    "The source datasets (LFW, CelebA, CFP) are licensed for non-commercial research only, and so "
+    "are these weights.",
+]
+
+
+def summarize(evaluation: Dict[str, Any]) -> Dict[str, Any]:
+    """The compact metrics of a `train.evaluate` results JSON (no ROC curves or per-fold lists)."""
+    settings = evaluation.get("settings", {})
+    protocols = {}
+    for name, entry in evaluation["protocols"].items():
+        conditions = {}
+        for condition, values in entry["conditions"].items():
+            conditions[condition] = {
+                "kind": values["degradation"]["kind"], "amount": values["degradation"]["amount"],
+                "pairs": values["pairs"], "accuracy": values["accuracy"], "accuracy_std": values["accuracy_std"],
+                "auc": values["auc"], "tar_at_far": {far: v["tar"] for far, v in values["tar_at_far"].items()},
+                "threshold": mean(values["fold_thresholds"]),
+            }
+        protocols[name] = {"pairs_total": entry["pairs_total"], "pairs_skipped": entry["pairs_skipped"],
+                           "fallback_alignments": entry["fallback_alignments"], "conditions": conditions}
+    summary: Dict[str, Any] = {"evaluated_model": evaluation.get("model", {}).get("name"),
+                               "flip_test": settings.get("flip_test", False),
+                               "max_pairs": settings.get("max_pairs"), "aligner": settings.get("aligner"),
+                               "protocols": protocols}
+    threshold = _threshold(protocols)
+    if threshold is not None:
+        summary["threshold"], summary["threshold_from"] = threshold
+    return summary
+
+
+def _threshold(protocols: Dict[str, Any]):
+    """(threshold, where from): the mean of the 10-fold thresholds of the first clean protocol.
+
+    Those are the thresholds that maximise accuracy on clean faces, which is what the app's
+    same/different verdict needs; LFW View 1 comes first, then CFP.
+    """
+    ordered = sorted(protocols, key=lambda p: PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else len(PROTOCOL_ORDER))
+    for protocol in ordered:
+        for condition, values in protocols[protocol]["conditions"].items():
+            if _is_clean(values):
+                return values["threshold"], f"{protocol} {condition}: mean of the 10-fold accuracy thresholds"
+    return None
+
+
+def extra_config(training: Optional[Dict[str, Any]] = None,
+                 metrics: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The config.json entries beside the architecture: threshold, metrics, training record."""
+    extra: Dict[str, Any] = {}
+    if metrics is not None and "threshold" in metrics:
+        extra["threshold"] = metrics["threshold"]
+    if metrics is not None:
+        extra["metrics"] = metrics
+    if training is not None:
+        extra["training"] = training
+    return extra
+
+
+def render(model: FaceModel, training: Optional[Dict[str, Any]] = None,
+           metrics: Optional[Dict[str, Any]] = None, name: Optional[str] = None,
+           license_name: str = "research-only") -> str:
+    """The README.md of a checkpoint: front matter, model, data, recipe, metrics, use and limits."""
+    name = name or model.name
+    facescope_small = training is not None and _is_facescope_small(training)
+    front = ModelCardData(
+        library_name="facescope", license="other", license_name=license_name,
+        tags=["face-recognition", "facescope", model.config.method], pipeline_tag="image-feature-extraction",
+        datasets=["lfw", "celeba"] if facescope_small else None,
+        metrics=["accuracy", "roc_auc"] if metrics is not None else None)
+    parts = [f"---\n{front.to_yaml()}\n---\n", f"# {name}\n", _model_section(model, name, training)]
+    parts.append(_data_section(training, facescope_small))
+    parts.append(_recipe_section(training))
+    parts.append(_metrics_section(metrics))
+    parts.append(f"## Intended use\n\n{INTENDED_USE}\n")
+    parts.append("## Limits\n\n" + "".join(f"- {item}\n" for item in LIMITS))
+    return "\n".join(parts)
+
+
+def _model_section(model: FaceModel, name: str, training: Optional[Dict[str, Any]]) -> str:
+    config = model.config
+    lines = ["## Model\n",
+             f"FaceScope model `{model.name}`: method `{config.method}`, backbone `{config.backbone}`, width "
+             f"{config.width}, head `{config.head or 'backbone default'}`, {model.parameter_count():,} parameters. "
+             "Input: aligned 112x112 RGB faces scaled by (x - 127.5) / 128; output: a 512-d embedding, "
+             "two faces compared by cosine similarity.\n"]
+    if training and training.get("folded_from"):
+        lines.append(f"Published folded: the trained `{training['folded_from']}` with each scale attention "
+                     "conv merged into one plain conv (identical outputs, plain-network cost); the learnt t "
+                     "per filter ride in config.json for the scale maps.\n")
+    lines.append(f"```python\nimport zoo\nmodel = zoo.load(\"{name}\")\nembeddings = model.embed(faces)  "
+                 "# (N, 3, 112, 112) in [-1, 1] -> (N, 512), L2-normalised\n```\n")
+    return "\n".join(lines)
+
+
+def _data_section(training: Optional[Dict[str, Any]], facescope_small: bool) -> str:
+    if training is None:
+        return "## Training data\n\nNo training record was given when this checkpoint was published: unknown.\n"
+    data = training["data"]
+    text = (f"## Training data\n\n{data['images']:,} aligned faces of {data['identities']:,} identities "
+            f"(`{Path(data['path']).name}`).\n\n")
+    return text + (FACESCOPE_SMALL_DATA if facescope_small else
+                   "Not the FaceScope-small split: the card's author did not describe this set further.") + "\n"
+
+
+def _recipe_section(training: Optional[Dict[str, Any]]) -> str:
+    if training is None:
+        return "## Training recipe\n\nUnknown.\n"
+    config = training["config"]
+    model = ", ".join(f"{k}={v}" for k, v in config["model"].items())
+    loss = ", ".join(f"{k}={v}" for k, v in config["loss"].items())
+    optim = config["optim"]
+    rows = [("recipe", f"`{config.get('recipe', '?')}` (train/configs)"), ("model", model), ("loss", loss),
+            ("optimiser", f"SGD, lr {optim['lr']}, momentum {optim['momentum']}, weight decay "
+                          f"{optim['weight_decay']}, batch {optim['batch_size']}"),
+            ("schedule", f"{optim['epochs']} epochs, lr x{optim['gamma']} at epochs {optim['milestones']}"
+                         + (f", {optim['warmup_steps']} warm-up steps" if optim.get("warmup_steps") else "")
+                         + (f", capped at {config['run']['max_steps']} steps (run.max_steps)"
+                            if config.get("run", {}).get("max_steps") else "")),
+            ("steps", f"{training['steps']:,} of {training['total_steps']:,}"
+                      + ("" if training["steps"] >= training["total_steps"] else " (stopped before the schedule's end)")),
+            ("train time", f"{training['train_seconds'] / 3600:.2f} h ({training['train_seconds']:.0f} s) on "
+                           f"{training['device']} x {training['world_size']}")]
+    if config.get("aux"):
+        rows.insert(3, ("auxiliary losses", ", ".join(f"{k}={v}" for k, v in config["aux"].items())))
+    if training.get("images_per_s") is not None:
+        rows.append(("throughput", f"{training['images_per_s']:,.1f} images/s (median over logged windows)"))
+    return "## Training recipe\n\n| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def _metrics_section(metrics: Optional[Dict[str, Any]]) -> str:
+    if metrics is None:
+        return "## Evaluation\n\nNot evaluated: treat its accuracy as unknown.\n"
+    fars = sorted({far for p in metrics["protocols"].values() for c in p["conditions"].values()
+                   for far in c["tar_at_far"]}, key=float, reverse=True)
+    header = ["protocol", "condition", "pairs", "accuracy (10-fold, mean ± std)", "AUC"] + [f"TAR@FAR={f}" for f in fars]
+    rows: List[List[str]] = []
+    for protocol, entry in metrics["protocols"].items():
+        for condition, c in entry["conditions"].items():
+            rows.append([protocol, _condition_label(condition, c), f"{c['pairs']:,}",
+                         f"{c['accuracy']:.4f} ± {c['accuracy_std']:.4f}", f"{c['auc']:.4f}"]
+                        + [f"{c['tar_at_far'][f]:.4f}" if f in c["tar_at_far"] else "-" for f in fars])
+    table = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+    table += "".join("| " + " | ".join(row) + " |\n" for row in rows)
+    notes = [f"Measured with `python -m train.evaluate` (aligner `{metrics.get('aligner')}`, flip-test "
+             f"{'on' if metrics.get('flip_test') else 'off'}); '-' marks a FAR below 1 / negative pairs, which "
+             "the protocol cannot measure."]
+    if metrics.get("max_pairs"):
+        notes.append(f"Only {metrics['max_pairs']} pairs per protocol were evaluated: a smoke test, not a result.")
+    skipped = {p: e["pairs_skipped"] for p, e in metrics["protocols"].items() if e["pairs_skipped"]}
+    if skipped:
+        notes.append("Pairs skipped for unreadable images: " + ", ".join(f"{p} {n}" for p, n in skipped.items()) + ".")
+    if "threshold" in metrics:
+        notes.append(f"Verification threshold: **{metrics['threshold']:.4f}** (cosine; same person when the "
+                     f"score is at or above it), from {metrics['threshold_from']}.")
+    return "## Evaluation\n\n" + table + "\n" + "\n\n".join(notes) + "\n"
+
+
+def _condition_label(name: str, values: Dict[str, Any]) -> str:
+    if _is_clean(values):
+        return "clean"
+    if values["kind"] == "blur":
+        return f"Gaussian blur σ={values['amount']:g} px"
+    if values["kind"] == "lowres":
+        return f"low resolution {values['amount']:g} px"
+    return name
+
+
+def _is_clean(values: Dict[str, Any]) -> bool:
+    return values["kind"] == "clean" or (values["kind"] == "blur" and values["amount"] == 0)
+
+
+def _is_facescope_small(training: Dict[str, Any]) -> bool:
+    return Path(training["data"]["path"]).name.startswith(FACESCOPE_SMALL)
