@@ -29,3 +29,18 @@ def lfw_faces(count: int, seed: int = 0) -> torch.Tensor:
     arrays = [np.asarray(Image.open(p).convert("RGB").resize((112, 112), Image.BILINEAR)) for p in lfw_paths(count, seed)]
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
     return (batch - 127.5) / 128.0
+
+
+def lfw_identities(people: int, per_person: int):
+    """uint8 (N,112,112,3) faces of the first `people` LFW people with >= `per_person` images, and labels."""
+    chosen = []
+    for person in sorted(p for p in LFW_IMAGES.iterdir() if p.is_dir()):
+        files = sorted(person.glob("*.jpg"))
+        if len(files) >= per_person:
+            chosen.append(files[:per_person])
+        if len(chosen) == people:
+            break
+    images = [np.asarray(Image.open(f).convert("RGB").resize((112, 112), Image.BILINEAR))
+              for files in chosen for f in files]
+    labels = np.repeat(np.arange(len(chosen)), per_person)
+    return np.stack(images), labels

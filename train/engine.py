@@ -79,6 +79,7 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         self.progress = progress and self.rank == 0
+        torch.manual_seed(int(config["run"]["seed"]))  # same initial weights for the same recipe
         model_cfg = dict(config["model"])
         self.model = zoo.build(model_cfg.pop("name"), **model_cfg).to(self.device)
         loss_cfg = dict(config["loss"])
@@ -102,6 +103,7 @@ class Trainer:
         self.train_step = step_for(self.model.config.method)
         self.method_state: Dict[str, Any] = {}
         self.step = 0
+        self.train_seconds = 0.0  # wall time spent in fit(), summed over resumes
         optim = config["optim"]
         self.per_rank_batch = int(optim["batch_size"]) // self.world
         if self.per_rank_batch < 1:
@@ -162,7 +164,11 @@ class Trainer:
             if self.policy_optimizer is not None:
                 save_file(_momentum(self.policy_optimizer), str(staging / "policy_optimizer.safetensors"))
             (staging / "state.json").write_text(json.dumps(
-                {"step": self.step, "method_state": self.method_state, "config": self.config}, indent=2))
+                {"step": self.step, "total_steps": self.total_steps, "method_state": self.method_state,
+                 "train_seconds": self.train_seconds, "world_size": self.world, "device": str(self.device),
+                 "data": {"path": str(self.data.path), "images": len(self.data),
+                          "identities": self.data.num_classes},
+                 "config": self.config}, indent=2))
             swap_in(staging, self.run_dir / STATE_DIR)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -171,6 +177,9 @@ class Trainer:
     def load_state(self) -> bool:
         """Resume from run_dir/state if present; returns whether it did."""
         folder = self.run_dir / STATE_DIR
+        retired = self.run_dir / f".{STATE_DIR}.old"  # a kill between swap_in's two renames leaves only this
+        if not (folder / "state.json").is_file() and (retired / "state.json").is_file():
+            folder = retired
         if not (folder / "state.json").is_file():
             return False
         state = json.loads((folder / "state.json").read_text())
@@ -184,6 +193,7 @@ class Trainer:
             _restore_momentum(self.policy_optimizer,
                               load_file(str(folder / "policy_optimizer.safetensors"), device=str(self.device)))
         self.step, self.method_state = int(state["step"]), state["method_state"]
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         return True
 
     # ---- the loop ----------------------------------------------------------------------
@@ -200,6 +210,7 @@ class Trainer:
                    desc=f"{self.model.name} ({self.config['recipe']})", unit="step")
         window_start, window_images, last = time.perf_counter(), 0, {}
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext())
+        fit_start = time.perf_counter() - self.train_seconds
         while self.step < self.total_steps:
             torch.manual_seed((int(run["seed"]) * 1_000_003 + self.step) * 131 + self.rank)
             for group in self.optimizer.param_groups:
@@ -222,6 +233,7 @@ class Trainer:
             if self.step % self.steps_per_epoch == 0 and run["record_every_epoch"]:
                 self.log({"epoch": self.epoch, "step": self.step, **self.recorders.flush()}, "records.jsonl")
             if self.step % int(run["checkpoint_every"]) == 0 or self.step == self.total_steps:
+                self.train_seconds = time.perf_counter() - fit_start
                 self.save_state()
             bar.update(1)
         bar.close()
