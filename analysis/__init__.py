@@ -1,0 +1,45 @@
+"""FaceScope analyses: the papers' figures, computed for any zoo model.
+
+Every analysis is a function returning plain data (a dataclass of numpy arrays, which the
+app and the tests use directly) and a function turning that data into a plotly figure:
+
+    from analysis import scale_sweep, scale_maps_figure
+    data = scale_sweep(model, face)           # face: aligned (112, 112, 3) uint8 RGB
+    scale_maps_figure(data).show()
+
+| analysis | data | figure | models |
+| --- | --- | --- | --- |
+| learnt-t densities (SCAN Fig. 3) | t_densities(model_t / records_t) | t_density_figure | SCAN |
+| scale maps and blur sweep | scale_maps, scale_sweep | scale_maps_figure | SCAN |
+| attention masks | attention (sranet_attention, hpda_masks, arface_policy) | attention_figure | SRANet, HPDA, ARFace |
+| Grad-CAM of similarity | gradcam_similarity | gradcam_figure | any |
+| hard pos./neg. correlation (NPCFace) | records_correlation, model_hard_samples | epochs_figure, hard_samples_figure | any |
+| embedding UMAP | embedding_umap | umap_figure | any |
+
+`available_analyses(model)` lists what a model can show; asking for anything else raises
+AnalysisError saying so. `export.save` writes HTML, JSON and PNG; `python -m analysis`
+does all of this from the command line.
+"""
+from .attention_maps import (ARFacePolicy, HPDAMasks, SRANetAttention, arface_figure, arface_policy, attention,
+                        attention_figure, hpda_figure, hpda_masks, sranet_attention, sranet_figure)
+from .common import AnalysisError, available_analyses
+from .correlation import (EpochCorrelation, HardSamples, centre_distances, epochs_figure, hard_samples_figure,
+                          histogram_overlap, model_hard_samples, pearson, records_correlation)
+from .embeddings import EmbeddingCache, EmbeddingMap, embed_faces, embedding_umap, model_fingerprint, umap_figure
+from .export import png_export_status, save, save_all
+from .gradcam import GradCamMaps, SimilarityTarget, gradcam_figure, gradcam_similarity
+from .images import as_face, as_faces, overlay, resize_map
+from .scale_map import ScaleMaps, scale_layers, scale_maps, scale_maps_figure, scale_sweep
+from .t_density import TDensity, model_t, records_t, reflected_kde, t_densities, t_density_figure
+
+__all__ = [
+    "ARFacePolicy", "AnalysisError", "EmbeddingCache", "EmbeddingMap", "EpochCorrelation", "GradCamMaps",
+    "HPDAMasks", "HardSamples", "SRANetAttention", "ScaleMaps", "SimilarityTarget", "TDensity", "arface_figure",
+    "arface_policy", "as_face", "as_faces", "attention", "attention_figure", "available_analyses",
+    "centre_distances", "embed_faces", "embedding_umap", "epochs_figure", "gradcam_figure", "gradcam_similarity",
+    "hard_samples_figure", "histogram_overlap", "hpda_figure", "hpda_masks", "model_fingerprint",
+    "model_hard_samples", "model_t", "overlay", "pearson", "png_export_status", "records_correlation",
+    "records_t", "reflected_kde", "resize_map", "save", "save_all", "scale_layers", "scale_maps",
+    "scale_maps_figure", "scale_sweep", "sranet_attention", "sranet_figure", "t_densities", "t_density_figure",
+    "umap_figure",
+]
