@@ -1,7 +1,9 @@
 """What each model can show, and the error raised when it is asked for something else."""
 from __future__ import annotations
 
-from typing import List
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Union
 
 from zoo import FaceModel
 
@@ -33,3 +35,25 @@ def require(model: FaceModel, analysis: str, what: str) -> None:
         raise AnalysisError(
             f"{model.name} (method {model.method!r}) has no {what}: only {', '.join(owners)} models do. "
             f"This model can show: {', '.join(available_analyses(model))}")
+
+
+def read_records(path: Union[str, Path], key: str, missing: str) -> Dict[int, Any]:
+    """epoch -> the `key` entry of a training run's records.jsonl (the last record of an epoch
+    wins, so a resumed run that logged an epoch twice counts it once); `missing` explains an
+    absent key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no records file {path} (a training run writes RUN/records.jsonl)")
+    by_epoch: Dict[int, Any] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise AnalysisError(f"{path}:{number}: not a JSON line ({error})") from None
+        if key in record:
+            by_epoch[int(record["epoch"])] = record[key]
+    if not by_epoch:
+        raise AnalysisError(f"{path} has no `{key}` entries: {missing}")
+    return by_epoch

@@ -17,7 +17,6 @@ r needs at least 3 points and some spread in both distances; otherwise it is NaN
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -28,7 +27,7 @@ from plotly.subplots import make_subplots
 
 from zoo import FaceModel
 
-from .common import AnalysisError
+from .common import AnalysisError, read_records
 from .embeddings import EmbeddingCache, embed_faces
 
 MIN_POINTS = 3
@@ -72,21 +71,7 @@ class EpochCorrelation:
 
 def records_correlation(path: Union[str, Path]) -> EpochCorrelation:
     """The correlation and cosine overlap of every epoch in a run's records.jsonl."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no records file {path} (a training run writes RUN/records.jsonl)")
-    by_epoch = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise AnalysisError(f"{path}:{number}: not a JSON line ({error})") from None
-        if "margins" in record:
-            by_epoch[int(record["epoch"])] = record["margins"]  # the last record of an epoch wins
-    if not by_epoch:
-        raise AnalysisError(f"{path} has no `margins` entries: the run's loss had no class-weight matrix")
+    by_epoch = read_records(path, "margins", "the run's loss had no class-weight matrix")
     epochs = sorted(by_epoch)
     pairs = [np.asarray(by_epoch[e]["misclassified_distance_own_vs_nearest"], dtype=np.float64).reshape(-1, 2)
              for e in epochs]

@@ -12,7 +12,6 @@ Bandwidth: Scott's rule, floored at 1% of max(1, largest t), so a set of identic
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
@@ -24,7 +23,7 @@ from plotly.subplots import make_subplots
 
 from zoo import FaceModel
 
-from .common import AnalysisError, require
+from .common import AnalysisError, read_records, require
 from .figures import wrap
 
 GRID_POINTS = 1024
@@ -53,21 +52,9 @@ def model_t(model: FaceModel) -> LayerT:
 def records_t(path: Union[str, Path]) -> Dict[int, LayerT]:
     """epoch -> layer -> t from a training run's records.jsonl (the last record of an epoch
     wins, so a resumed run that logged an epoch twice counts it once)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no records file {path} (a training run writes RUN/records.jsonl)")
-    epochs: Dict[int, LayerT] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise AnalysisError(f"{path}:{number}: not a JSON line ({error})") from None
-        if "scan_t" in record:
-            epochs[int(record["epoch"])] = {k: np.asarray(v, dtype=np.float64) for k, v in record["scan_t"].items()}
-    if not epochs:
-        raise AnalysisError(f"{path} has no `scan_t` entries: it is not the log of a SCAN model's training")
+    records = read_records(path, "scan_t", "it is not the log of a SCAN model's training")
+    epochs: Dict[int, LayerT] = {epoch: {k: np.asarray(v, dtype=np.float64) for k, v in layers.items()}
+                                 for epoch, layers in records.items()}
     return dict(sorted(epochs.items()))
 
 

@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
