@@ -1,0 +1,31 @@
+"""Shared fixtures: where the real data is, and one face aligner / crop cache per session.
+
+The dlib models take seconds to load and alignment dominates test time, so both are
+session-scoped; the cache lives in a pytest temp folder so tests never touch `cache/`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from train.data import CropCache, FaceAligner, data_root as resolve_data_root
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared data folder ($FACESCOPE_DATA or ../shared/data); fails loudly if absent."""
+    root = resolve_data_root()
+    if not (root / "lfw" / "images").is_dir():
+        pytest.fail(f"shared face data not found at {root}; set FACESCOPE_DATA")
+    return root
+
+
+@pytest.fixture(scope="session")
+def face_aligner() -> FaceAligner:
+    return FaceAligner()
+
+
+@pytest.fixture(scope="session")
+def crop_cache(tmp_path_factory, face_aligner) -> CropCache:
+    return CropCache(tmp_path_factory.mktemp("crop-cache"), face_aligner)

@@ -1,0 +1,164 @@
+"""Aligned crops cached on disk, so only the first evaluation of a dataset pays for detection.
+
+One lossless PNG per source image under `<cache>/aligned/<aligner version>/`, named by a hash
+of the source's absolute path, size and modification time: an edited image or a new aligner
+version misses the cache instead of serving a stale crop. How the crop was made
+(landmarks / pre-aligned / center-crop) is stored in the PNG's text metadata. Writes are
+atomic (temp file + rename), so parallel workers and interrupted runs never leave half files.
+"""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+from tqdm import tqdm
+
+from .align import SIZE, AlignedFace, FaceAligner
+from .errors import DataError, PathLike
+from .images import load_image
+from .paths import atomic_write, cache_root
+
+_METHOD_KEY = "facescope-alignment"
+
+
+class CropCache:
+    """Get-or-make aligned crops for image files."""
+
+    def __init__(self, root: Optional[PathLike] = None, aligner: Optional[FaceAligner] = None):
+        self.root = cache_root(root)
+        self.aligner = aligner or FaceAligner()
+        self.folder = self.root / "aligned" / self.aligner.version
+
+    def path_for(self, source: PathLike) -> Path:
+        source = Path(source).resolve()
+        stat = source.stat()
+        key = hashlib.sha1(f"{self.aligner.version}|{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+        return self.folder / key[:2] / f"{key}.png"
+
+    def load(self, source: PathLike) -> Optional[AlignedFace]:
+        """The cached crop, or None when there is none (or it is unreadable: it is remade)."""
+        try:
+            cached = self.path_for(source)
+            with Image.open(cached) as image:
+                image.load()
+                method = image.text.get(_METHOD_KEY)
+                array = np.asarray(image.convert("RGB"))
+        except (OSError, ValueError):
+            return None
+        if method is None or array.shape != (SIZE, SIZE, 3):
+            return None
+        return AlignedFace(array, method)
+
+    def store(self, source: PathLike, face: AlignedFace) -> None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text(_METHOD_KEY, face.method)
+        atomic_write(self.path_for(source),
+                     lambda out: Image.fromarray(face.image).save(out, format="PNG", pnginfo=info, compress_level=1))
+
+    def get(self, source: PathLike) -> AlignedFace:
+        """Cached crop, else load + align + store. Raises DataError for missing/bad images."""
+        cached = self.load(source) if Path(source).is_file() else None
+        if cached is not None:
+            return cached
+        face = self.aligner.align(load_image(source))
+        self.store(source, face)
+        return face
+
+
+@dataclass
+class AlignedImages:
+    """Crops of many files: `images[i]` is the crop of `paths[i]`; failures listed apart."""
+
+    paths: List[Path]
+    images: np.ndarray
+    methods: List[str]
+    errors: Dict[Path, DataError]
+    seconds: float
+    cpu_seconds: float
+    aligned_now: int
+
+    def index(self) -> Dict[Path, int]:
+        return {p: i for i, p in enumerate(self.paths)}
+
+    @property
+    def fallbacks(self) -> int:
+        return sum(m == "center-crop" for m in self.methods)
+
+
+_WORKER_CACHE: Optional[CropCache] = None
+
+
+def _worker_init(root: str) -> None:
+    global _WORKER_CACHE
+    _WORKER_CACHE = CropCache(root)
+
+
+def _worker_align(source: Path):
+    """Align into the cache in a worker process; returns None or the error to re-raise."""
+    try:
+        _WORKER_CACHE.get(source)
+        return None
+    except DataError as error:
+        return error
+
+
+def align_files(sources: Sequence[PathLike], cache: CropCache, workers: int = 1,
+                progress: bool = True, desc: str = "align") -> AlignedImages:
+    """Crops for every source, aligning the uncached ones (in `workers` processes if > 1).
+
+    Bad files do not stop the run: they are returned in `errors` so the caller decides
+    whether to skip (evaluation reports them) or fail (strict mode).
+    """
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    sources = list(dict.fromkeys(Path(s) for s in sources))
+    faces: Dict[Path, AlignedFace] = {}
+    errors: Dict[Path, DataError] = {}
+    missing = []
+    for source in sources:
+        cached = cache.load(source) if source.is_file() else None
+        if cached is not None:
+            faces[source] = cached
+        else:
+            missing.append(source)
+    bar = tqdm(total=len(sources), initial=len(faces), desc=desc, unit="img", disable=not progress, leave=False)
+    if workers > 1 and len(missing) > workers:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                 initargs=(str(cache.root),)) as pool:
+            for source, error in zip(missing, pool.map(_worker_align, missing, chunksize=16)):
+                if error is None:
+                    face = cache.load(source)
+                    if face is None:
+                        error = DataError("aligned crop could not be read back from the cache", source)
+                if error is None:
+                    faces[source] = face
+                else:
+                    errors[source] = error
+                bar.update()
+    else:
+        for source in missing:
+            try:
+                faces[source] = cache.get(source)
+            except DataError as error:
+                errors[source] = error
+            bar.update()
+    bar.close()
+    good = [s for s in sources if s in faces]
+    images = np.stack([faces[s].image for s in good]) if good else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+    return AlignedImages(good, images, [faces[s].method for s in good], errors, time.perf_counter() - start,
+                         _cpu_seconds() - cpu_start, len(missing) - len(errors))
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished workers: throughput that a busy shared
+    machine does not distort the way it distorts wall time."""
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime

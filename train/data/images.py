@@ -1,0 +1,78 @@
+"""Decode any image file researchers have into one form: an HxWx3 uint8 RGB array.
+
+Grayscale, palette, 16-bit, CMYK and transparent images are converted; EXIF orientation is
+applied (phone photos are often stored sideways); truncated files and non-images raise
+`ImageDecodeError` naming the file instead of PIL's context-free messages.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageDecodeError, MissingFileError, PathLike
+
+# Transparent pixels become white: face photos exported as PNG with an alpha cut-out look
+# like studio shots, and black would add a hard dark edge a detector could latch on to.
+_BACKGROUND = (255, 255, 255)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: rescale to 8 bits rather than clip everything to white.
+        values = np.asarray(image, dtype=np.float64)
+        top = values.max() if values.size and values.max() > 0 else 1.0
+        image = Image.fromarray(np.round(values * (255.0 / top)).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        image = Image.alpha_composite(canvas, rgba)
+    return image.convert("RGB")
+
+
+def decode_image(data: Union[bytes, Path, str], source: Optional[PathLike] = None) -> np.ndarray:
+    """Decode image bytes (or a path) to HxWx3 uint8 RGB; `source` names it in errors."""
+    source = source if source is not None else (data if not isinstance(data, bytes) else "<bytes>")
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        with Image.open(stream) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb = _to_rgb(image)
+    except FileNotFoundError:
+        raise MissingFileError("image file not found", source) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image PIL can read", source) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageDecodeError(f"unreadable image ({error})", source) from None
+    array = np.asarray(rgb, dtype=np.uint8)
+    if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageDecodeError(f"image has no pixels (shape {array.shape})", source)
+    return np.ascontiguousarray(array)
+
+
+def load_image(path: PathLike) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB (see `decode_image`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError("image file not found", path)
+    return decode_image(path, source=path)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless encoding for cached crops, so the cache never changes what a model sees."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    """JPEG bytes, the encoding InsightFace RecordIO files use for their crops."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
