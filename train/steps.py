@@ -22,7 +22,7 @@ STEPS: Registry = Registry("training step")
 class StepResult:
     loss: torch.Tensor                     # the total loss that was optimised (detached)
     terms: Dict[str, float]                # each term, for the logs
-    correct: torch.Tensor                  # (N,) bool: classified right
+    correct: torch.Tensor                  # (N,) bool: nearest class centre is the right one
     embeddings: torch.Tensor               # (N, 512) detached raw embeddings
     extra: Dict[str, float] = field(default_factory=dict)
 
@@ -41,23 +41,24 @@ def check_finite(terms: Dict[str, torch.Tensor], step: int, lr: float) -> None:
 
 def forward_losses(trainer, images, labels):
     """Recognition + auxiliary losses of one forward pass, weighted by the recipe's [aux]."""
-    embeddings, logits, raw_terms = trainer.objective(images, labels)
+    embeddings, _logits, raw_terms = trainer.objective(images, labels)
     weights = trainer.config["aux"]
     terms = {name: float(weights.get(name, 1.0)) * value for name, value in raw_terms.items()
              if name == "recognition" or float(weights.get(name, 1.0))}
-    return embeddings, logits, terms
+    return embeddings, terms
 
 
 @STEPS.register("standard")
 def standard_step(trainer, images, labels) -> StepResult:
-    embeddings, logits, terms = forward_losses(trainer, images, labels)
+    embeddings, terms = forward_losses(trainer, images, labels)
     check_finite(terms, trainer.step, trainer.lr)
     loss = sum(terms.values())
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     trainer.optimizer.step()
-    return StepResult(loss.detach(), {k: v.item() for k, v in terms.items()},
-                      logits.argmax(1) == labels, embeddings.detach())
+    with torch.no_grad():  # right = nearest class centre; margin logits would hide the target
+        correct = trainer.head.cosine(embeddings.detach().float()).argmax(1) == labels
+    return StepResult(loss.detach(), {k: v.item() for k, v in terms.items()}, correct, embeddings.detach())
 
 
 @STEPS.register("arface")

@@ -13,6 +13,10 @@ from torch import nn
 
 INPUT_SIZE = 112
 EMBEDDING_DIM = 512
+# The ArcFace 112x112 alignment template (eyes, nose tip, mouth corners): every model's input
+# has its landmarks here, and ARFace's patches sit on them.
+TEMPLATE_LANDMARKS = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
+                      (41.5493, 92.3655), (70.7299, 92.2041))
 
 
 class Conv3x3Factory(Protocol):

@@ -27,13 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import INPUT_SIZE
+from ..backbones import INPUT_SIZE, TEMPLATE_LANDMARKS
 from ..model import METHODS, Explanation, FaceModel, ModelConfig, check_images
 
 PATCH_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
-# The ArcFace 112x112 alignment template: aligned faces have their landmarks here.
-TEMPLATE_LANDMARKS = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
-                      (41.5493, 92.3655), (70.7299, 92.2041))
 # Mode k keeps patch p iff bit p of k + 1 is set: every keep/drop pattern but all-dropped.
 MODES = torch.tensor([[bool((k >> p) & 1) for p in range(len(PATCH_NAMES))]
                       for k in range(1, 2 ** len(PATCH_NAMES))])
