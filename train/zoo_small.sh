@@ -15,9 +15,17 @@ DATA=cache/packed/facescope-small-train.npz
 COMMON=(--set model.width=0.25 --set "loss.s=32.0" --set optim.batch_size=32 --set optim.lr=0.1
         --set optim.warmup_steps=40 --set "optim.milestones=[1]" --set optim.epochs=2 --set run.max_steps=400
         --set run.checkpoint_every=50 --set run.log_every=10 --threads 1 --no-progress)
-train() {  # NAME RECIPE [extra overrides...]
+train() {  # NAME RECIPE [extra overrides...]: train, then publish into the local zoo with its numbers
   local name=$1 recipe=$2; shift 2
   python -m train.run "$recipe" --data "$DATA" --out "runs/$name" --resume "${COMMON[@]}" "$@" > "runs/$name.out" 2>&1
+  publish "$name"
+}
+publish() {  # NAME: the finished run becomes zoo/checkpoints/NAME, evaluated clean and blurred
+  local name=$1
+  python -m train.publish "runs/$name" --local "$name" --force
+  OMP_NUM_THREADS=1 python -m train.evaluate --model "$name" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 \
+    --out "runs/$name/eval.json" --quiet
+  python -m train.publish "runs/$name" --local "$name" --eval "runs/$name/eval.json" --force
 }
 mkdir -p runs
 # SRANet's spatial attention at 56x56 makes it ~5x slower than the rest: it gets a stream to itself.
@@ -30,10 +38,3 @@ train sranet-ir18 sranet --set "model.name='sranet-ir18'" --set "model.head='gdc
   train arface-ir18 arface --set "model.name='arface-ir18'" --set "model.head='gdc'" --set "loss.name='arcface'" --set loss.m=0.5
 ) &
 wait
-
-for run in runs/*/; do
-  name=$(basename "$run")
-  python -m train.publish "$run" --local "$name" --force
-  python -m train.evaluate --model "$name" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 --out "$run/eval.json" --quiet
-  python -m train.publish "$run" --local "$name" --eval "$run/eval.json" --force
-done

@@ -40,6 +40,7 @@ def save(model: FaceModel, folder: PathLike, card: Optional[str] = None,
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would make a shared zoo unreadable to others
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(staging / WEIGHTS_FILE),
@@ -47,6 +48,8 @@ def save(model: FaceModel, folder: PathLike, card: Optional[str] = None,
         config = {"facescope_format": FORMAT_VERSION, "architecture": model.config.to_dict(), **(extra_config or {})}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         (staging / CARD_FILE).write_text(card if card is not None else default_card(model))
+        for file in staging.iterdir():
+            file.chmod(0o644)
         swap_in(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
