@@ -150,3 +150,14 @@ def test_zoo_list_cli_prints_every_model():
     for name, method, backbone, params in rows:
         assert zoo.parse_name(name) == (method, backbone)
         assert int(params) == zoo.build(name, width=0.25).parameter_count()
+
+
+def test_zoo_local_cli_tabulates_the_local_zoo(tmp_path):
+    zoo.save(zoo.build("scan-ir18", width=WIDTH).fold(), tmp_path / "my-scan")
+    out = subprocess.run([sys.executable, "-m", "zoo", "local"], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "FACESCOPE_ZOO": str(tmp_path)}).stdout.splitlines()
+    assert out[0].startswith("| model | architecture | params | MB | lfw-view1 blur0")
+    row = out[2].split(" | ")
+    assert row[0] == "| my-scan" and row[1] == "scan-folded-ir18"
+    assert row[2] == f"{zoo.build('ir18', width=WIDTH).parameter_count():,}"
+    assert out[2].endswith("| - |")  # saved without an evaluation: no accuracy to show
