@@ -1,0 +1,91 @@
+"""Start FaceScope's app: verify, blur and explain faces with every model of the zoo.
+
+    python app.py                                  # http://127.0.0.1:7860, the embedded zoo
+    python app.py --port 8000 --zoo my-checkpoints
+
+Runs offline on the CPU: no analytics, no share link, no font or script from a CDN; only
+"Pull" in the Zoo tab goes to the network (the Hugging Face Hub, or HF_ENDPOINT).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+# Before gradio (and huggingface_hub) are imported: they read these once.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+MAX_UPLOAD = "100mb"  # a 50-megapixel photo (the service's limit) fits; anything bigger is refused up front
+START_CHECK_SECONDS = 120
+
+
+def patient_start_check() -> None:
+    """Give gradio's "is localhost reachable" check minutes, not 3 s.
+
+    launch() sends one HEAD to the new server with a 3 s timeout and, when it times out,
+    refuses to start unless share=True. On a CPU busy with training the first answer can
+    take longer, so retry the same check until START_CHECK_SECONDS have passed.
+    """
+    from gradio import networking
+
+    quick_check = networking.url_ok
+
+    def url_ok(url: str) -> bool:
+        deadline = time.monotonic() + START_CHECK_SECONDS
+        while not quick_check(url):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1)
+        return True
+
+    networking.url_ok = url_ok
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 serves the whole network)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--zoo", type=Path, default=None,
+                        help="folder of checkpoints to serve (default $FACESCOPE_ZOO, else zoo/checkpoints)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: a request is a batch of two faces through small models, "
+                             "which more threads slow down rather than speed up, badly so on a busy CPU)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.zoo is not None:
+        if not args.zoo.is_dir():
+            print(f"error: --zoo {args.zoo} is not a folder", file=sys.stderr)
+            return 2
+        os.environ["FACESCOPE_ZOO"] = str(args.zoo.resolve())  # before zoo is imported: zoo.LOCAL_ZOO reads it
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio logs every request it makes to itself
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+
+    from app.service import EXAMPLES_DIR, Service
+    from app.ui import EXAMPLES, build
+
+    service = Service()
+    logging.getLogger("facescope.app").info("zoo %s: %s", service.zoo_dir, ", ".join(service.model_names()) or "empty")
+    first, second, _ = EXAMPLES[0]
+    service.warm_up(EXAMPLES_DIR / first, EXAMPLES_DIR / second)
+    demo = build(service)
+    patient_start_check()
+    demo.queue().launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False,
+                        max_file_size=MAX_UPLOAD, allowed_paths=[str(EXAMPLES_DIR)], footer_links=["api", "settings"],
+                        show_error=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

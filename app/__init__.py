@@ -1,0 +1,4 @@
+"""FaceScope's Gradio app: `service` does the work (pure Python), `ui` lays it out.
+
+    python app.py                      # the app on the embedded zoo, offline, on the CPU
+"""

@@ -1,0 +1,424 @@
+"""The Gradio layout: two photos on top, one tab per question, each wired to `app.service`.
+
+Every event that does work has an `api_name`, so `gradio_client` can call what the page does
+(parameter names are the handlers'; faces are numbered from 1, largest first):
+
+    /detect_faces (photo)                                       -> the faces found, to choose from
+    /verify       (photo_a, photo_b, face_a, face_b, models)    -> similarity and verdict per model
+    /blur_curve   (..., models, kind, sigma, size, target)      -> similarity per degradation level
+    /explain      (..., models, detail_model)                   -> Grad-CAM and each method's own maps
+    /embeddings   (photo_a, photo_b, face_a, face_b, model)     -> the gallery's UMAP with the photos in it
+    /zoo_list     ()                                            -> models, thresholds and accuracies
+    /model_card   (model)                                       -> a model's card
+    /pull_model   (repo_id, revision, endpoint)                 -> pulls a hub checkpoint, usable at once
+
+Each result starts with a JSON of plain data. A failure raises gr.Error with the service's
+message: gradio_client raises it as an exception, the browser shows it as a toast and,
+through the event's .failure() step, in the tab's status line (`Failures`).
+"""
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from .service import EXAMPLES_DIR, MAX_SIGMA, MIN_SIDE, SIZE, USER_ERRORS, BlurCurve, Photo, Service, Verification
+
+log = logging.getLogger(__name__)
+
+PALETTE = qualitative.D3
+VERDICT_COLOURS = {True: "#1a7f37", False: "#cf222e", None: "#6e7781"}
+EXAMPLES = [("leonardo_dicaprio_1.jpg", "leonardo_dicaprio_2.jpg", "same person"),
+            ("leonardo_dicaprio_1.jpg", "condoleezza_rice.jpg", "different people"),
+            ("celeba_small_face.jpg", "condoleezza_rice.jpg", "a 36-pixel face"),
+            ("cfp_profile.jpg", "leonardo_dicaprio_2.jpg", "a profile")]
+INTRO = """# FaceScope
+See what each face-recognition model sees. Upload two photos (or pick an example): the faces are
+detected and aligned as the models need them; choose a face when a photo holds several. Then
+**Verify** compares them with every selected model, **Blur lab** degrades them step by step,
+**Explain** shows where each model looks, **Embeddings** places them among a gallery of known
+people, and **Zoo** lists the models and pulls more from the Hugging Face Hub.
+Research use only: these small models are not fit for decisions about people."""
+
+
+class Failures:
+    """The last failure message of each (session, status area).
+
+    gr.Error stops an event without touching its outputs, so the event's .failure() step reads
+    the message from here to show it in the page, beside the browser's toast. Bounded: API
+    callers never run .failure() steps, so their entries are dropped oldest first.
+    """
+
+    def __init__(self, limit: int = 512):
+        self._messages: "OrderedDict[tuple, str]" = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def reported(self, request: Optional[gr.Request], area: str) -> Iterator[None]:
+        """Turn any error in the block into gr.Error (unexpected ones are logged with traceback)."""
+        try:
+            yield
+        except USER_ERRORS as err:
+            message = str(err)
+        except Exception as err:  # the app must answer every request, whatever went wrong
+            log.exception("%s failed", area)
+            message = f"unexpected error ({type(err).__name__}: {err}); details are in the app's log"
+        else:
+            return
+        with self._lock:
+            self._messages[(_session(request), area)] = message
+            while len(self._messages) > self._limit:
+                self._messages.popitem(last=False)
+        raise gr.Error(message, title="FaceScope could not do that") from None
+
+    def shower(self, area: str, cleared: int):
+        """The .failure() step of `area`: its status line shows the message, `cleared` outputs empty."""
+        def show(request: gr.Request):
+            with self._lock:
+                message = self._messages.pop((_session(request), area), "it failed")
+            return (f"**Problem:** {_escape(message)}", *([None] * cleared))
+        return show
+
+
+def _session(request: Optional[gr.Request]) -> Optional[str]:
+    return getattr(request, "session_hash", None)
+
+
+def _face_index(number) -> int:
+    """The UI's 1-based face number as the service's 0-based index (empty means the largest)."""
+    return 0 if number in (None, "") else int(number) - 1
+
+
+def _escape(text: str) -> str:
+    """Markdown-safe: no HTML from file names or messages, quotes left readable for API callers."""
+    return html.escape(text, quote=False)
+
+
+def _notes(lines: List[str], lead: str = "") -> str:
+    """A status line: `lead`, then one bullet per note."""
+    items = ([_escape(lead)] if lead else []) + [f"- {_escape(line)}" for line in lines]
+    return "\n".join(items)
+
+
+def detection_outputs(service: Service, photo: Photo, number) -> tuple:
+    """(faces JSON, preview with boxes, aligned crops, status) of a photo with face `number` chosen."""
+    index = _face_index(number)
+    face = photo.face(index)
+    faces = [(f.crop, f"face {k + 1}" + (" (largest)" if k == 0 and len(photo.faces) > 1 else ""))
+             for k, f in enumerate(photo.faces)]
+    found = f"{len(photo.faces)} face{'s' if len(photo.faces) > 1 else ''} in {photo.name}"
+    using = f"using face {index + 1}" + ("" if len(photo.faces) == 1 else " (click a face below to choose another)")
+    where = "pre-aligned crop" if face.box is None else f"{face.detector} detector"
+    info = {"name": photo.name, "size": list(photo.original_size), "chosen": index + 1, "notes": list(photo.notes),
+            "faces": [{"face": k + 1, "box": None if f.box is None else [round(v, 1) for v in f.box],
+                       "detector": f.detector, "score": round(f.score, 4)} for k, f in enumerate(photo.faces)]}
+    status = _notes(list(photo.notes), f"{found}: {using} ({where}).")
+    return info, service.preview(photo, index), faces, status
+
+
+def verdict_html(result: Verification) -> str:
+    """The verdict table: one row per model, its verdict coloured, a one-line summary above."""
+    rows = []
+    for verdict in result.verdicts:
+        colour = VERDICT_COLOURS[verdict.same]
+        threshold = "none" if verdict.threshold is None else f"{verdict.threshold:.3f}"
+        rows.append(f"<tr><td><code>{html.escape(verdict.model)}</code></td><td>{verdict.similarity:.3f}</td>"
+                    f"<td>{threshold}</td><td style='color:{colour};font-weight:600'>{verdict.text}</td></tr>")
+    decided = [v for v in result.verdicts if v.same is not None]
+    summary = (f"same person for {sum(v.same for v in decided)} of the {len(decided)} model(s) with a threshold"
+               if decided else "no selected model has a threshold in its card: compare the similarities")
+    return (f"<div class='verdict-summary'><b>{summary}</b> ({result.seconds * 1000:.0f} ms)</div>"
+            "<table class='verdict-table'><thead><tr><th>model</th><th>cosine similarity</th><th>threshold</th>"
+            f"<th>verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def similarity_figure(result: Verification) -> go.Figure:
+    """Bars of similarity per model, each model's threshold as a black tick."""
+    names = [v.model for v in result.verdicts]
+    figure = go.Figure(go.Bar(
+        y=names, x=[v.similarity for v in result.verdicts], orientation="h", name="similarity",
+        marker_color=[VERDICT_COLOURS[v.same] for v in result.verdicts],
+        text=[f"{v.similarity:.3f}" for v in result.verdicts], textposition="auto",
+        hovertemplate="%{y}: cosine %{x:.4f}<extra></extra>"))
+    with_threshold = [v for v in result.verdicts if v.threshold is not None]
+    if with_threshold:
+        figure.add_trace(go.Scatter(
+            y=[v.model for v in with_threshold], x=[v.threshold for v in with_threshold], mode="markers",
+            name="threshold", marker=dict(symbol="line-ns", size=26, line=dict(width=3, color="black")),
+            hovertemplate="%{y}: threshold %{x:.4f}<extra></extra>"))
+    figure.update_layout(xaxis=dict(title="cosine similarity (green: same person, red: different)", range=[-1, 1]),
+                         yaxis=dict(autorange="reversed"), height=120 + 40 * len(names),
+                         margin=dict(l=10, r=10, t=30, b=40), template="plotly_white", showlegend=False)
+    return figure
+
+
+def curve_figure(curve: BlurCurve) -> go.Figure:
+    """One line per model over the degradation levels, its threshold dashed in the same colour."""
+    figure = go.Figure()
+    for k, (model, values) in enumerate(curve.similarity.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        figure.add_trace(go.Scatter(x=curve.levels, y=values, mode="lines+markers", name=model,
+                                    line=dict(color=colour, width=2),
+                                    hovertemplate=f"{model}<br>%{{x:g}}: cosine %{{y:.4f}}<extra></extra>"))
+        if curve.thresholds.get(model) is not None:
+            figure.add_hline(y=curve.thresholds[model], line=dict(color=colour, dash="dash", width=1))
+    figure.add_vline(x=curve.amount, line=dict(color="gray", dash="dot"))
+    blurred = "photo B" if curve.target == "second" else "both photos"
+    if curve.kind == "blur":
+        x_axis = dict(title=f"Gaussian blur sigma of {blurred} (pixels at 112 px)")
+    else:
+        x_axis = dict(title=f"side of {blurred} before upsampling back to 112 px (pixels)", autorange="reversed")
+    figure.update_layout(title="similarity as the faces degrade (dashed: each model's threshold)", xaxis=x_axis,
+                         yaxis=dict(title="cosine similarity"), template="plotly_white", height=460,
+                         margin=dict(l=10, r=10, t=50, b=40))
+    return figure
+
+
+def photo_column(service: Service, failures: Failures, label: str):
+    """Upload, detected faces and face choice of one photo; returns (file, face number) components."""
+    area = f"photo {label}"
+    with gr.Column(variant="panel"):
+        with gr.Row():
+            upload = gr.File(label=f"photo {label}", file_types=["image"], type="filepath", height=200,
+                            elem_id=f"photo-{label.lower()}")
+            preview = gr.Image(label=f"faces found in photo {label}", interactive=False, height=200, format="png")
+        with gr.Row():
+            faces = gr.Gallery(label="aligned faces (click one to use it)", columns=5, height=120, format="png",
+                               allow_preview=False, object_fit="contain", fit_columns=False, scale=2)
+            number = gr.Number(label="face to use (1 = largest)", value=1, precision=0, minimum=1, scale=1)
+        status = gr.Markdown(elem_id=f"status-{label.lower()}")
+        info = gr.JSON(label=f"faces of photo {label}", visible=False)
+
+    def detect(photo, request: gr.Request):
+        if not photo:
+            return None, None, None, 1, ""
+        with failures.reported(request, area):
+            details, image, crops, text = detection_outputs(service, service.photo(photo, area), 1)
+        return details, image, crops, 1, text
+
+    def choose(photo, face, request: gr.Request):
+        if not photo:
+            return None, None, ""
+        with failures.reported(request, area):
+            details, image, _, text = detection_outputs(service, service.photo(photo, area), face)
+        return details, image, text
+
+    def pick(event: gr.SelectData):
+        return event.index + 1
+
+    # Photo B's detection is the same endpoint as A's: only A's is listed in the API.
+    detected = upload.change(detect, upload, [info, preview, faces, number, status],
+                            api_name="detect_faces" if label == "A" else None,
+                            api_visibility="public" if label == "A" else "private")
+    detected.failure(failures.shower(area, 3), None, [status, info, preview, faces], api_visibility="private")
+    chosen = number.change(choose, [upload, number], [info, preview, status], api_visibility="private")
+    chosen.failure(failures.shower(area, 0), None, status, api_visibility="private")
+    faces.select(pick, None, number, api_visibility="private")
+    return upload, number
+
+
+def build(service: Service) -> gr.Blocks:
+    """The app's Blocks on `service`."""
+    failures = Failures()
+    names = service.model_names()
+    first = names[0] if names else None
+    zoo_note = (f"{len(names)} models from `{service.zoo_dir}`." if names else
+                f"**The zoo at `{service.zoo_dir}` has no usable model**: pull one in the Zoo tab.")
+
+    with gr.Blocks(title="FaceScope", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO + "\n\n" + zoo_note)
+        with gr.Row():
+            columns = [photo_column(service, failures, label) for label in ("A", "B")]
+        photos, numbers = [c[0] for c in columns], [c[1] for c in columns]
+        gr.Examples([[str(EXAMPLES_DIR / a), str(EXAMPLES_DIR / b)] for a, b, _ in EXAMPLES], inputs=photos,
+                    example_labels=[text for _, _, text in EXAMPLES], label="bundled photos")
+        model_choice = gr.Dropdown(names, value=names, multiselect=True, allow_custom_value=True,
+                                   label="models to compare", elem_id="models")
+        pair_inputs = [photos[0], photos[1], numbers[0], numbers[1]]
+
+        with gr.Tabs():
+            with gr.Tab("Verify"):
+                verify_button = gr.Button("Verify", variant="primary", elem_id="verify-button")
+                verify_status = gr.Markdown(elem_id="verify-status")
+                with gr.Row():
+                    verdict = gr.HTML(elem_id="verdict")
+                    similarity_plot = gr.Plot(label="similarity and threshold per model")
+                with gr.Accordion("details (JSON)", open=False):
+                    verify_json = gr.JSON(label="verification")
+
+            with gr.Tab("Blur lab"):
+                with gr.Row():
+                    kind_radio = gr.Radio([("Gaussian blur", "blur"), ("low resolution", "lowres")], value="blur",
+                                          label="degradation")
+                    target_radio = gr.Radio([("photo B only", "second"), ("both photos", "both")], value="second",
+                                            label="applied to")
+                sigma_slider = gr.Slider(0, MAX_SIGMA, value=3, step=0.5, label="blur sigma (pixels at 112 px)")
+                size_slider = gr.Slider(MIN_SIDE, SIZE, value=20, step=1, label="low-resolution side (pixels)",
+                                        visible=False)
+                blur_button = gr.Button("Draw the curves", variant="primary")
+                blur_status = gr.Markdown()
+                with gr.Row():
+                    curve_plot = gr.Plot(label="similarity per degradation level", scale=3)
+                    with gr.Column(scale=1):
+                        degraded_a = gr.Image(label="photo A's face as the models see it", height=200, format="png",
+                                              interactive=False)
+                        degraded_b = gr.Image(label="photo B's face as the models see it", height=200, format="png",
+                                              interactive=False)
+                with gr.Accordion("details (JSON)", open=False):
+                    blur_json = gr.JSON(label="curves")
+
+            with gr.Tab("Explain"):
+                detail_choice = gr.Dropdown(names, value=first, allow_custom_value=True,
+                                            label="full analysis figure of")
+                explain_button = gr.Button("Explain", variant="primary")
+                explain_status = gr.Markdown()
+                panels = gr.Gallery(label="Grad-CAM of each face's similarity to the other, then each method's "
+                                          "own maps", columns=4, height="auto", format="png", object_fit="contain")
+                detail_plot = gr.Plot(label="full analysis figure")
+                with gr.Accordion("details (JSON)", open=False):
+                    explain_json = gr.JSON(label="explanations")
+
+            with gr.Tab("Embeddings"):
+                umap_choice = gr.Dropdown(names, value=first, allow_custom_value=True, label="model")
+                umap_button = gr.Button("Place the photos among the gallery", variant="primary")
+                umap_status = gr.Markdown()
+                umap_plot = gr.Plot(label="UMAP of the embeddings")
+                nearest_text = gr.Markdown()
+                with gr.Accordion("details (JSON)", open=False):
+                    umap_json = gr.JSON(label="placement")
+
+            with gr.Tab("Zoo"):
+                zoo_table = gr.Dataframe(label="models (accuracy from each model's card; '-': not measured)",
+                                         interactive=False, wrap=True)
+                refresh_button = gr.Button("Refresh the list")
+                with gr.Group():
+                    gr.Markdown("&nbsp;**Pull a model from a Hugging Face Hub repo and use it at once**")
+                    with gr.Row():
+                        repo_box = gr.Textbox(label="repo id", placeholder="ORG/NAME, e.g. facescope/scan-ir18")
+                        revision_box = gr.Textbox(label="revision (optional)", placeholder="branch, tag or commit")
+                        endpoint_box = gr.Textbox(label="hub endpoint (optional)",
+                                                  placeholder="empty: HF_ENDPOINT, else https://huggingface.co")
+                    pull_button = gr.Button("Pull and use", variant="primary")
+                pull_status = gr.Markdown()
+                entries = [e.name for e in service.entries()]
+                card_choice = gr.Dropdown(entries, value=entries[0] if entries else None, allow_custom_value=True,
+                                          label="model card of")
+                card_text = gr.Markdown()
+
+        # ---- handlers: their parameter names are the API's ---------------------------------------
+
+        def verify(photo_a, photo_b, face_a, face_b, models, request: gr.Request):
+            with failures.reported(request, "verify"):
+                result = service.verify(photo_a, photo_b, models, _face_index(face_a), _face_index(face_b))
+            data = {**result.pair.describe(), "models": [v.to_dict() for v in result.verdicts],
+                    "notes": result.pair.notes, "seconds": round(result.seconds, 4)}
+            return data, verdict_html(result), similarity_figure(result), _notes(result.pair.notes)
+
+        def blur_curve(photo_a, photo_b, face_a, face_b, models, kind, sigma, size, target, request: gr.Request):
+            with failures.reported(request, "blur"):
+                curve = service.blur_curve(photo_a, photo_b, models, kind, sigma if kind == "blur" else size, target,
+                                           _face_index(face_a), _face_index(face_b))
+            return (curve.to_dict(), curve_figure(curve), *curve.faces_at_amount, _notes(curve.pair.notes))
+
+        def explain(photo_a, photo_b, face_a, face_b, models, detail_model, request: gr.Request):
+            with failures.reported(request, "explain"):
+                result = service.explain(photo_a, photo_b, models, detail_model, _face_index(face_a),
+                                         _face_index(face_b))
+            images = [(p.image, p.caption) for model_panels in result.panels.values() for p in model_panels]
+            notes = result.pair.notes + [n for model_notes in result.notes.values() for n in model_notes]
+            data = {**result.pair.describe(), "detail_model": result.figure_model,
+                    "models": {m: {"panels": [p.caption for p in ps], "notes": result.notes[m]}
+                               for m, ps in result.panels.items()}}
+            return data, images, result.figure, _notes(notes)
+
+        def embeddings(photo_a, photo_b, face_a, face_b, model, request: gr.Request, progress=gr.Progress()):
+            with failures.reported(request, "embeddings"):
+                result = service.place_in_gallery(photo_a, photo_b, model, _face_index(face_a), _face_index(face_b),
+                                                  progress=lambda fraction, text: progress(fraction, desc=text))
+            lines = [f"**{label}** lands nearest to " + ", ".join(f"{_escape(p)} (best cosine {s:.3f})"
+                                                                for p, s in people)
+                     for label, people in result.nearest.items()]
+            data = {"model": result.model, "nearest": {k: [{"person": p, "cosine": round(s, 6)} for p, s in v]
+                                                       for k, v in result.nearest.items()},
+                    "seconds": {k: round(v, 3) for k, v in result.seconds.items()}, "notes": result.notes}
+            text = "\n\n".join(lines) or "Upload a photo to see where it lands among the gallery's people."
+            return data, result.figure, text, _notes(result.notes)
+
+        def zoo_list(request: gr.Request):
+            with failures.reported(request, "zoo"):
+                headers, rows = service.zoo_table()
+            return pd.DataFrame(rows, columns=headers)
+
+        def model_card(model, request: gr.Request):
+            if not model:
+                return ""
+            with failures.reported(request, "zoo"):
+                return service.card(model)
+
+        def selectors(selected: Optional[str] = None) -> tuple:
+            """Updates of every model chooser, after a pull or when a page (re)loads."""
+            usable = service.model_names()
+            top = selected or (usable[0] if usable else None)
+            return (gr.update(choices=usable, value=usable), gr.update(choices=usable, value=top),
+                    gr.update(choices=usable, value=top),
+                    gr.update(choices=[e.name for e in service.entries()], **({"value": selected} if selected else {})))
+
+        def pull_model(repo_id, revision, endpoint, request: gr.Request):
+            with failures.reported(request, "zoo"):
+                entry = service.pull(repo_id, revision, endpoint)
+            threshold = "no threshold" if entry.threshold is None else f"threshold {entry.threshold:.4f}"
+            status = (f"Pulled **{_escape(entry.name)}** ({_escape(entry.model.name)}, {threshold}) from "
+                      f"{_escape(entry.source)}; it is selected in every tab.")
+            return (status, zoo_list(request), *selectors(entry.name))
+
+        def refresh(request: gr.Request):
+            return (zoo_list(request), *selectors())
+
+        # ---- wiring ----------------------------------------------------------------------------
+
+        verify_event = verify_button.click(verify, pair_inputs + [model_choice],
+                                           [verify_json, verdict, similarity_plot, verify_status], api_name="verify")
+        verify_event.failure(failures.shower("verify", 3), None, [verify_status, verify_json, verdict, similarity_plot],
+                             api_visibility="private")
+
+        blur_inputs = pair_inputs + [model_choice, kind_radio, sigma_slider, size_slider, target_radio]
+        blur_outputs = [blur_json, curve_plot, degraded_a, degraded_b, blur_status]
+        blur_failure_outputs = [blur_status, blur_json, curve_plot, degraded_a, degraded_b]
+        blur_event = blur_button.click(blur_curve, blur_inputs, blur_outputs, api_name="blur_curve")
+        blur_event.failure(failures.shower("blur", 4), None, blur_failure_outputs, api_visibility="private")
+        for slider in (sigma_slider, size_slider):
+            redraw = slider.release(blur_curve, blur_inputs, blur_outputs, api_visibility="private")
+            redraw.failure(failures.shower("blur", 4), None, blur_failure_outputs, api_visibility="private")
+        kind_radio.change(lambda kind: (gr.update(visible=kind == "blur"), gr.update(visible=kind == "lowres")),
+                          kind_radio, [sigma_slider, size_slider], api_visibility="private")
+
+        explain_event = explain_button.click(explain, pair_inputs + [model_choice, detail_choice],
+                                             [explain_json, panels, detail_plot, explain_status], api_name="explain")
+        explain_event.failure(failures.shower("explain", 3), None,
+                              [explain_status, explain_json, panels, detail_plot], api_visibility="private")
+
+        umap_event = umap_button.click(embeddings, pair_inputs + [umap_choice],
+                                       [umap_json, umap_plot, nearest_text, umap_status], api_name="embeddings")
+        umap_event.failure(failures.shower("embeddings", 3), None, [umap_status, umap_json, umap_plot, nearest_text],
+                           api_visibility="private")
+
+        choosers = [model_choice, detail_choice, umap_choice, card_choice]
+        refresh_event = refresh_button.click(zoo_list, None, zoo_table, api_name="zoo_list")
+        refresh_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
+        card_event = card_choice.change(model_card, card_choice, card_text, api_name="model_card")
+        card_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
+        pull_event = pull_button.click(pull_model, [repo_box, revision_box, endpoint_box],
+                                       [pull_status, zoo_table, *choosers], api_name="pull_model")
+        pull_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
+        demo.load(refresh, None, [zoo_table, *choosers], api_visibility="private")
+        demo.load(model_card, card_choice, card_text, api_visibility="private")
+    return demo
