@@ -1,0 +1,227 @@
+"""Verification accuracy of every local zoo model and the dlib peer, clean and blurred, with ROC curves.
+
+Every model goes through train.evaluate's own protocol code (`evaluate_protocol`: the same
+cached aligned crops, the same blur applied to the 112 px crop, cosine scores, 10-fold
+accuracy, AUC, TAR@FAR) on the project protocol: LFW View 1 test pairs, CFP-FF and CFP-FP,
+at blur sigma 0, 2 and 4. Nothing is reused from earlier evaluations.
+
+The dlib peer (train.peer) is a pretrained model from outside FaceScope, trained on about 3
+million faces; its row says so. It costs ~0.12 CPU-s per image (the ir18 x0.25 zoo
+models a few ms), so work is split into jobs - one per zoo model, one per (peer, blur
+level) - run as `--jobs` parallel processes of one torch thread each.
+
+Writes bench/results/accuracy.{json,md}, one evaluate-format JSON per model in
+bench/results/accuracy/ (the schema of `python -m train.evaluate --out`), and ROC curves per
+protocol (every model; solid clean, dashed blur 2, dotted blur 4) as HTML, JSON and PNG in
+bench/results/roc/ (see `write_figures`).
+
+    python bench/accuracy.py                              # everything (tens of minutes on 2 cores)
+    python bench/accuracy.py --models dlib-resnet --max-pairs 200 --protocols lfw-view1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import zoo  # noqa: E402
+from bench.common import RESULTS, markdown_table, write_results  # noqa: E402
+from train.data.paths import atomic_write  # noqa: E402
+from train.peer import PEERS, TRAINED_ON  # noqa: E402
+
+PROTOCOLS = ("lfw-view1", "cfp-ff", "cfp-fp")
+DASH = {0.0: "solid", 2.0: "dash", 4.0: "dot"}
+
+
+def run_job(job: Dict) -> Dict:
+    """Evaluate one model on every protocol under the job's conditions (in a child process)."""
+    import torch
+
+    from train import evaluate
+    from train.data import CropCache, load_protocol, parse_degradation
+
+    torch.set_num_threads(1)
+    name = job["model"]
+    model = PEERS[name]() if name in PEERS else zoo.load(name)
+    conditions = [parse_degradation(c) for c in job["conditions"]]
+    memo: Dict = {}  # CFP-FF and CFP-FP share their frontal faces: embedded once
+    protocols = {}
+    for protocol in job["protocols"]:
+        pairs = load_protocol(protocol)
+        if job["max_pairs"]:
+            pairs = pairs.subset(job["max_pairs"])
+        protocols[protocol] = evaluate.evaluate_protocol(model.eval(), pairs, conditions, CropCache(),
+                                                         progress=False, memo=memo)
+    return {"model": {"spec": name, "name": getattr(model, "name", name),
+                      "resolved_by": "train.peer" if name in PEERS else "zoo.load",
+                      "trained_on": TRAINED_ON if name in PEERS else "FaceScope-small (the embedded zoo recipe)",
+                      "parameters": model.parameter_count() if hasattr(model, "parameter_count") else None},
+            "settings": {"flip_test": False, "conditions": job["conditions"], "max_pairs": job["max_pairs"]},
+            "protocols": protocols}
+
+
+def jobs_for(models: List[str], conditions: List[str], protocols: List[str], max_pairs: int) -> List[Dict]:
+    jobs = []
+    for name in models:
+        split = [[c] for c in conditions] if name in PEERS else [conditions]
+        jobs += [{"model": name, "conditions": part, "protocols": protocols, "max_pairs": max_pairs} for part in split]
+    return jobs
+
+
+def run_jobs(jobs: List[Dict], parallel: int) -> List[Dict]:
+    """Each job in its own `python bench/accuracy.py --job` process, `parallel` at a time."""
+    start = time.perf_counter()
+
+    def one(job: Dict) -> Dict:
+        with tempfile.TemporaryDirectory(prefix="facescope-accuracy-") as folder:
+            out = Path(folder) / "result.json"
+            run = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--job", json.dumps(job),
+                                  "--job-out", str(out)], cwd=REPO, capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"accuracy job {job} failed:\n{run.stderr[-3000:]}")
+            print(f"[{time.perf_counter() - start:6.0f} s] {job['model']} {','.join(job['conditions'])} done",
+                  flush=True)
+            return json.loads(out.read_text())
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(one, jobs))
+
+
+def merge(parts: List[Dict]) -> Dict[str, Dict]:
+    """Per model: one evaluate-format result with the conditions of all its jobs."""
+    merged: Dict[str, Dict] = {}
+    for part in parts:
+        name = part["model"]["spec"]
+        if name not in merged:
+            merged[name] = part
+            continue
+        target = merged[name]
+        target["settings"]["conditions"] += part["settings"]["conditions"]
+        for protocol, entry in part["protocols"].items():
+            target["protocols"][protocol]["conditions"].update(entry["conditions"])
+    return merged
+
+
+def label(result: Dict) -> str:
+    spec = result["model"]["spec"]
+    return f"{spec} (pretrained peer, ~3M faces)" if result["model"]["resolved_by"] == "train.peer" else spec
+
+
+def roc_figures(results: Dict[str, Dict], protocols: List[str]) -> Dict[str, tuple]:
+    """name -> (figure, data): one ROC figure per protocol, every model and blur level."""
+    items = {}
+    for protocol in protocols:
+        figure, data = go.Figure(), {}
+        for k, (name, result) in enumerate(results.items()):
+            colour = qualitative.Plotly[k % len(qualitative.Plotly)]
+            for condition, values in result["protocols"][protocol]["conditions"].items():
+                points = [(f, t) for f, t in zip(values["roc"]["far"], values["roc"]["tar"]) if f > 0]
+                sigma = values["degradation"]["amount"]
+                figure.add_trace(go.Scatter(
+                    x=[f for f, _ in points], y=[t for _, t in points], mode="lines", legendgroup=name,
+                    line={"color": colour, "dash": DASH.get(sigma, "dashdot")},
+                    name=f"{label(result)} {condition} (AUC {values['auc']:.3f})"))
+                data[f"{name} {condition}"] = {"far": values["roc"]["far"], "tar": values["roc"]["tar"],
+                                               "auc": values["auc"]}
+        figure.update_layout(title=f"ROC on {protocol}: solid clean, dashed blur 2, dotted blur 4",
+                             xaxis_title="false accept rate", yaxis_title="true accept rate", xaxis_type="log",
+                             yaxis_range=[0, 1.02], width=1100, height=700)
+        items[f"roc_{protocol}"] = (figure, data)
+    return items
+
+
+def write_figures(folder: Path, items: Dict[str, tuple], png: bool) -> Dict[str, Dict[str, Path]]:
+    """HTML (plotly.js from its CDN, so results stay small; the PNG is the offline view), the
+    plotted data as JSON, and PNG when export works here (analysis.export: kaleido + Chromium)."""
+    from analysis import export
+
+    written = {}
+    for name, (figure, data) in items.items():
+        html, data_file = folder / f"{name}.html", folder / f"{name}.json"
+        atomic_write(html, lambda out, f=figure: out.write(f.to_html(include_plotlyjs="cdn").encode()))
+        atomic_write(data_file, lambda out, d=data: out.write(json.dumps(d, allow_nan=False).encode()))
+        written[name] = {"html": html, "json": data_file}
+    available, reason = export.png_export_status()
+    if png and not available:
+        print(f"note: no PNG: {reason}", file=sys.stderr)
+    if png and available:
+        paths = export.write_pngs({folder / f"{name}.png": figure for name, (figure, _) in items.items()})
+        for name, path in zip(items, paths):
+            written[name]["png"] = path
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/accuracy.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="", help="comma-separated (default: every local zoo model and every peer)")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="default lfw-view1,cfp-ff,cfp-fp")
+    parser.add_argument("--blur", default="0,2,4", help="blur sigmas at 112 px (default 0,2,4)")
+    parser.add_argument("--max-pairs", type=int, default=0, help="pairs per protocol (default: all; for smoke runs)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: cores)")
+    parser.add_argument("--no-png", action="store_true", help="ROC curves as HTML and JSON only")
+    parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: one job, in a child process
+    parser.add_argument("--job-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.job:
+        result = run_job(json.loads(args.job))
+        atomic_write(args.job_out, lambda out: out.write(json.dumps(result, allow_nan=False).encode()))
+        return 0
+
+    models = [m for m in args.models.split(",") if m] or zoo.local_models() + list(PEERS)
+    protocols = [p for p in args.protocols.split(",") if p]
+    conditions = [f"blur{b.strip()}" for b in args.blur.split(",") if b.strip()]
+    start = time.perf_counter()
+    results = merge(run_jobs(jobs_for(models, conditions, protocols, args.max_pairs), args.jobs))
+    results = {name: results[name] for name in models}
+    folder = RESULTS / "accuracy"
+    for name, result in results.items():
+        atomic_write(folder / f"{name}.json", lambda out, r=result: out.write((json.dumps(r, indent=1) + "\n").encode()))
+
+    written = write_figures(RESULTS / "roc", roc_figures(results, protocols), png=not args.no_png)
+
+    headers = ["model", "trained on"] + [f"{p} {c}" for p in protocols for c in conditions]
+    rows = []
+    for name, result in results.items():
+        cells = []
+        for protocol in protocols:
+            for condition in conditions:
+                values = result["protocols"][protocol]["conditions"][condition]
+                cells.append(f"{100 * values['accuracy']:.2f} ± {100 * values['accuracy_std']:.2f}")
+        trained = "~3M faces (dlib)" if result["model"]["resolved_by"] == "train.peer" else "FaceScope-small"
+        rows.append([label(result), trained] + cells)
+    first = next(iter(results.values()))
+    counts = ", ".join(f"{p} {first['protocols'][p]['conditions'][conditions[0]]['pairs']} pairs" for p in protocols)
+    table = ("10-fold verification accuracy (%, mean ± std over folds), cosine similarity, no flip test, "
+             f"Gaussian blur sigma in pixels of the 112 px aligned crop ({counts}). The zoo models are "
+             "FaceScope's embedded width-0.25 models trained on FaceScope-small (11k faces, CPU, minutes); the "
+             "dlib peer was trained elsewhere on ~3 million faces, so it is a reference point, not a like-for-like "
+             "competitor. ROC curves: bench/results/roc/.\n\n" + markdown_table(headers, rows))
+    payload = {"protocols": protocols, "conditions": conditions, "max_pairs": args.max_pairs,
+               "seconds": round(time.perf_counter() - start, 1),
+               "roc_files": {n: {k: str(p.relative_to(REPO)) for k, p in files.items()} for n, files in written.items()},
+               "models": {name: {"model": r["model"], "protocols": {
+                   p: {"pairs_total": e["pairs_total"], "pairs_skipped": e["pairs_skipped"],
+                       "fallback_alignments": e["fallback_alignments"],
+                       "conditions": {c: {k: v[k] for k in ("accuracy", "accuracy_std", "auc", "tar_at_far", "pairs")}
+                                      for c, v in e["conditions"].items()}}
+                   for p, e in r["protocols"].items()}} for name, r in results.items()}}
+    print(table)
+    print(f"wrote {write_results('accuracy', payload, table)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

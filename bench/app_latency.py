@@ -1,0 +1,126 @@
+"""End-to-end latency of pair verification through the running app, with every zoo model.
+
+Starts `python app.py` on the zoo (default: the embedded zoo) unless --url names a running
+app, then through gradio_client: warm-up calls, then --calls timed /verify calls on two
+bundled photos with all the app's models. The client-side time is what a user of the API
+waits: uploading both photos, the queue, detection (cached by photo content after the
+first call), every model, and the results. The app's own time for detection and models is
+reported beside it. Then one call per other bundled photo, never seen before, so its
+detection is paid (the CFP profile needs the slower CNN detector). The CPU may be shared:
+the load average is recorded. Writes bench/results/app_latency.{json,md}.
+
+    python bench/app_latency.py                           # embedded zoo, 20 calls
+    python bench/app_latency.py --zoo my-zoo --calls 50
+    python bench/app_latency.py --url http://127.0.0.1:7860
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.common import markdown_table, write_results  # noqa: E402
+
+EXAMPLES = ROOT / "app" / "examples"
+PHOTOS = (EXAMPLES / "leonardo_dicaprio_1.jpg", EXAMPLES / "leonardo_dicaprio_2.jpg")
+NEW_PHOTOS = tuple(sorted(set(EXAMPLES.glob("*.jpg")) - set(PHOTOS)))
+TARGET_SECONDS = 1.0
+
+
+@contextmanager
+def app_server(url: Optional[str], zoo: Optional[Path], timeout: float = 600) -> Iterator[str]:
+    """`url` as is, or a fresh `python app.py` on a free port (stopped afterwards)."""
+    if url:
+        yield url
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, str(ROOT / "app.py"), "--port", str(port)] + (["--zoo", str(zoo)] if zoo else [])
+    log = tempfile.NamedTemporaryFile("w+", prefix="facescope-app-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"app.py did not start (log: {log.name}):\n{Path(log.name).read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    break
+            except OSError:
+                time.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=None, help="a running app (default: start one)")
+    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder for the started app (default: embedded)")
+    parser.add_argument("--calls", type=int, default=20, help="timed calls (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    args = parser.parse_args(argv)
+    from gradio_client import Client, handle_file
+
+    with app_server(args.url, args.zoo) as url:
+        client = Client(url, verbose=False)
+        table = client.predict(api_name="/zoo_list")
+        models = [row[table["headers"].index("model")] for row in table["data"]]
+        if not models:
+            raise SystemExit(f"the app at {url} has no models")
+
+        def call(second: Path = PHOTOS[1]) -> float:
+            result = client.predict(handle_file(PHOTOS[0]), handle_file(second), 1, 1, models, api_name="/verify")
+            return result[0]["seconds"]
+
+        for _ in range(args.warmup):
+            call()
+        wall, server = [], []
+        for _ in range(args.calls):
+            start = time.perf_counter()
+            server.append(call())
+            wall.append(time.perf_counter() - start)
+        first_calls = {}
+        for photo in NEW_PHOTOS:
+            start = time.perf_counter()
+            call(photo)
+            first_calls[photo.name] = round(time.perf_counter() - start, 4)
+    wall_s, server_s = np.array(wall), np.array(server)
+    record = {"url": url if args.url else "started by the benchmark", "models": models, "calls": args.calls,
+              "warmup_calls": args.warmup, "photos": [p.name for p in PHOTOS],
+              "median_s": round(float(np.median(wall_s)), 4), "p95_s": round(float(np.percentile(wall_s, 95)), 4),
+              "max_s": round(float(wall_s.max()), 4),
+              "server_median_s": round(float(np.median(server_s)), 4),
+              "server_p95_s": round(float(np.percentile(server_s, 95)), 4),
+              "target_s": TARGET_SECONDS, "meets_target": bool(np.percentile(wall_s, 95) < TARGET_SECONDS),
+              "first_call_with_a_new_photo_s": first_calls,
+              "load_average_1min_after": round(os.getloadavg()[0], 2)}
+    rows = [[len(models), args.calls, record["median_s"], record["p95_s"], record["server_median_s"],
+             record["load_average_1min_after"], "yes" if record["meets_target"] else "NO"]]
+    table_md = markdown_table(["models", "calls", "median (s)", "p95 (s)", "in the app: median (s)",
+                               "load average", f"p95 < {TARGET_SECONDS:g} s"], rows)
+    table_md += f"\nModels: {', '.join(models)}. Photos: {', '.join(record['photos'])}.\n"
+    table_md += "\nFirst call with a photo never seen before (its detection included): " + \
+        ", ".join(f"{name} {seconds:.2f} s" for name, seconds in first_calls.items()) + ".\n"
+    path = write_results("app_latency", record, table_md)
+    print(table_md + f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

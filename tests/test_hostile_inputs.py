@@ -1,0 +1,199 @@
+"""Hostile input for the command lines: every bad file gets a clear message naming it, odd but
+valid images just work, and a failed run leaves no partial output behind.
+
+Every hostile file is generated here from one real LFW photo (or twenty of them). The
+evaluation runs in-process (fast); the broken-checkpoint runs go through a real
+`python -m train.evaluate` process, because "exit code 2 and no traceback" is about what a
+user's terminal shows.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import zoo
+from analysis.__main__ import main as analysis_main
+from train.data import CropCache
+from train.evaluate import main as evaluate_main
+
+REPO = Path(__file__).resolve().parents[1]
+UNREADABLE = {  # file -> what the skip reason must say
+    "not_image.jpg": "not an image",
+    "truncated.jpg": "truncated",
+    "empty.jpg": "not an image|empty",
+}
+VALID = ("huge.jpg", "twenty.jpg", "gray.png", "rgba.png", "cmyk.jpg", "exif.jpg")
+
+
+def _write_hostile_files(folder: Path, lfw: Path) -> Path:
+    """The hostile images, and the upright photo they derive from (its crop is the reference)."""
+    photo = lfw / "Zico" / "Zico_0001.jpg"
+    face = Image.open(photo).convert("RGB")
+    (folder / "not_image.jpg").write_bytes(b"name,score\nzico,0.93\n" * 50)
+    data = photo.read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[:len(data) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    # 10,000 x 10,000: above PIL's decompression-bomb warning (89 Mpx), below its refusal (179 Mpx).
+    face.convert("L").resize((10_000, 10_000), Image.BILINEAR).save(folder / "huge.jpg", quality=80)
+    Image.new("RGB", (400, 300), (120, 160, 200)).save(folder / "noface.jpg")
+    people = sorted(p for p in lfw.iterdir() if p.is_dir())[:20]
+    tile = Image.new("RGB", (5 * 250, 4 * 250))
+    for k, person in enumerate(people):
+        tile.paste(Image.open(sorted(person.glob("*.jpg"))[0]).convert("RGB"), ((k % 5) * 250, (k // 5) * 250))
+    tile.save(folder / "twenty.jpg")
+    face.convert("L").save(folder / "gray.png")
+    rgba = face.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(folder / "rgba.png")
+    face.convert("CMYK").save(folder / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": pixels stored sideways, as phones do
+    face.transpose(Image.Transpose.ROTATE_90).save(folder / "exif.jpg", exif=exif)
+    return photo
+
+
+def _no_leftovers(folder: Path) -> list:
+    """Temporary files an interrupted atomic write would leave (`.NAME.*.tmp`)."""
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, data_root):
+    folder = tmp_path_factory.mktemp("hostile")
+    lfw = data_root / "lfw" / "images"
+    photo = _write_hostile_files(folder, lfw)
+    partner = lfw / "Zico" / "Zico_0002.jpg"
+    lines = [f"{folder / name} {partner} 1" for name in (*UNREADABLE, "noface.jpg", *VALID)]
+    lines += [f"{photo} {partner} 1", f"{photo} {lfw}/Abel_Pacheco/Abel_Pacheco_0001.jpg 0"]
+    pairs = folder / "pairs.txt"
+    pairs.write_text("\n".join(lines) + "\n")
+    return {"folder": folder, "photo": photo, "pairs": pairs, "cache": folder / "cache", "lines": lines}
+
+
+def _evaluate(capsys, *args):
+    code = evaluate_main([*args, "--quiet"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    return zoo.save(zoo.build("ir18", width=0.25), tmp_path_factory.mktemp("zoo") / "tiny-ir18")
+
+
+@pytest.fixture(scope="module")
+def evaluation(hostile):
+    """One evaluation of every hostile pair (plus two good ones): (exit code, protocol entry, --out)."""
+    out = hostile["folder"] / "results" / "eval.json"
+    code = evaluate_main(["--model", "ir18", "--build-option", "width=0.25", "--protocol", str(hostile["pairs"]),
+                          "--cache-dir", str(hostile["cache"]), "--out", str(out), "--quiet"])
+    entry = json.loads(out.read_text())["protocols"][str(hostile["pairs"])] if code == 0 else None
+    return code, entry, out
+
+
+def test_unreadable_images_are_skipped_with_their_name_and_reason(hostile, evaluation):
+    code, entry, out = evaluation
+    assert code == 0
+    reasons = {Path(s["reason"].split(":")[0]).name: s for s in entry["skipped"]}
+    assert sorted(reasons) == sorted(UNREADABLE)
+    for line, (name, expected) in enumerate(UNREADABLE.items(), 1):
+        assert reasons[name]["pair"] == f"{hostile['pairs']}:{line}"
+        assert any(word in reasons[name]["reason"] for word in expected.split("|")), reasons[name]["reason"]
+    # the face-less image falls back to a centre crop and is reported as such, nothing else does
+    assert entry["fallback_alignments"] == 1 and entry["fallback_examples"] == [str(hostile["folder"] / "noface.jpg")]
+    assert entry["conditions"]["blur0"]["pairs"] == len(hostile["lines"]) - len(UNREADABLE)
+    assert _no_leftovers(out.parent) == []
+
+
+def test_odd_but_valid_images_align_like_the_plain_photo(hostile, evaluation):
+    """The crops the evaluation made (read back from its crop cache) against the plain photo's."""
+    assert evaluation[0] == 0
+    cache = CropCache(hostile["cache"])
+    reference = cache.load(hostile["photo"])
+    assert reference is not None and reference.method == "landmarks"
+    crops = {name: cache.load(hostile["folder"] / name) for name in VALID}
+    assert all(crop is not None and crop.method == "landmarks" for crop in crops.values()), \
+        {n: c and c.method for n, c in crops.items()}
+    difference = {n: np.abs(c.image.astype(float) - reference.image.astype(float)).mean() for n, c in crops.items()}
+    assert difference["exif.jpg"] < 8 and difference["cmyk.jpg"] < 8  # EXIF applied; CMYK converted
+    gray_reference = np.asarray(Image.fromarray(reference.image).convert("L"), dtype=float)
+    gray = np.asarray(Image.fromarray(crops["gray.png"].image).convert("L"), dtype=float)
+    assert np.abs(gray - gray_reference).mean() < 8
+    assert np.ptp(crops["twenty.jpg"].image) > 100  # a face of the twenty, not a blank border
+
+
+def test_a_run_with_nothing_usable_fails_cleanly_and_writes_nothing(hostile, capsys):
+    folder = hostile["folder"]
+    bad_pairs = folder / "all_bad.txt"
+    bad_pairs.write_text(f"{folder / 'empty.jpg'} {folder / 'truncated.jpg'} 1\n"
+                         f"{folder / 'not_image.jpg'} {folder / 'empty.jpg'} 0\n")
+    out = folder / "failed" / "eval.json"
+    for extra in ([], ["--strict"]):
+        code, stdout, stderr = _evaluate(capsys, "--model", "ir18", "--build-option", "width=0.25",
+                                         "--protocol", str(bad_pairs), "--cache-dir", str(hostile["cache"]),
+                                         "--out", str(out), "--csv", str(out.with_suffix(".csv")),
+                                         "--figures", str(folder / "failed" / "figures"), *extra)
+        assert code == 2 and stderr.startswith("error: ") and "empty.jpg" in stderr
+        assert ("pair needs an unusable image" if extra else "every pair of the protocol was skipped") in stderr
+        assert not (folder / "failed").exists()
+
+
+def _break_checkpoints(tiny_model: Path, folder: Path) -> dict:
+    """Checkpoint folders that claim to be something they are not, and what load must say."""
+    wrong_arch = folder / "wrong-arch"  # config: ir18; weights: an SRANet
+    torch.manual_seed(0)
+    zoo.save(zoo.build("sranet-ir18", width=0.25), wrong_arch)
+    (wrong_arch / "config.json").write_text((tiny_model / "config.json").read_text())
+    wrong_width = folder / "wrong-width"  # config: ir18 x0.5; weights: ir18 x0.25 (same name)
+    zoo.save(zoo.build("ir18", width=0.5), wrong_width)
+    (wrong_width / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
+    truncated = folder / "truncated"
+    zoo.save(zoo.load(tiny_model), truncated)
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[:len(weights) // 2])
+    garbage = folder / "garbage"
+    zoo.save(zoo.load(tiny_model), garbage)
+    (garbage / "model.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
+    return {wrong_arch: "holds weights of architecture 'sranet-ir18', not 'ir18'",
+            wrong_width: "of the wrong shape", truncated: "corrupted or truncated",
+            garbage: "corrupted or truncated"}
+
+
+def test_broken_checkpoints_are_refused_with_a_clear_message(hostile, tiny_model, tmp_path):
+    broken = _break_checkpoints(tiny_model, tmp_path)
+    for folder, message in broken.items():
+        with pytest.raises(zoo.CheckpointError, match=message):
+            zoo.load(folder)
+    pairs = hostile["pairs"].with_name("good_pairs.txt")
+    pairs.write_text("\n".join(hostile["lines"][-2:]) + "\n")
+    for folder in list(broken)[::2]:  # one of each kind through a real process
+        out = tmp_path / f"{folder.name}.json"
+        run = subprocess.run([sys.executable, "-m", "train.evaluate", "--model", str(folder), "--protocol", str(pairs),
+                              "--cache-dir", str(hostile["cache"]), "--out", str(out), "--quiet"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.startswith("error: ") and broken[folder] in run.stderr
+        assert "Traceback" not in run.stderr and not out.exists()
+
+
+def test_analysis_refuses_bad_images_and_broken_models(hostile, tiny_model, tmp_path, capsys):
+    out = tmp_path / "scale-map"
+    code = analysis_main(["scale-map", "--model", "scan-ir18", "--width", "0.25", "--image",
+                          str(hostile["folder"] / "truncated.jpg"), str(hostile["folder"] / "empty.jpg"),
+                          "--out", str(out), "--no-png"])
+    stderr = capsys.readouterr().err
+    assert code == 2 and "error: none of the images could be read" in stderr
+    assert "truncated.jpg" in stderr and "empty.jpg" in stderr and not out.exists()
+
+    broken = _break_checkpoints(tiny_model, tmp_path / "broken")
+    for folder, message in broken.items():
+        code = analysis_main(["gradcam", "--model", str(folder), "--image", str(hostile["photo"]),
+                              str(hostile["folder"] / "cmyk.jpg"), "--out", str(out), "--no-png"])
+        stderr = capsys.readouterr().err
+        assert code == 2 and stderr.startswith("error: ") and message in stderr and not out.exists()
