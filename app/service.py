@@ -7,7 +7,7 @@ things out and the logic is testable without a browser. One instance serves the 
   gradio saves every request's upload under a new path, so a path cannot key the cache, and
   detection (not the models) is what a verification would otherwise spend its time on;
 - model work runs under one lock: Grad-CAM hooks into a model, so two requests must never
-  share a model mid-forward, and on a CPU running them in turn costs nothing in throughput.
+  share a model mid-forward, and on a CPU running them in turn costs little throughput.
 
 Bad input raises `InputError`, `train.data.DataError`, `analysis.AnalysisError` or
 `zoo.hub.HubError`, each with a message meant for the person at the app (`USER_ERRORS`).
@@ -79,7 +79,6 @@ class Photo:
     notes on what was done to it (EXIF rotation, grayscale, transparency, shrinking)."""
 
     name: str
-    digest: str
     image: np.ndarray
     original_size: Tuple[int, int]  # (width, height) after EXIF rotation
     faces: Tuple[Face, ...]
@@ -351,13 +350,14 @@ class Service:
             if cached is not None:
                 self._photos.move_to_end(digest)
                 return cached if cached.name == path.name else replace(cached, name=path.name)
-            photo = self._read(data, path.name, digest)
+            photo = self._read(data, path.name)
             self._photos[digest] = photo
             while len(self._photos) > PHOTO_CACHE_SIZE:
                 self._photos.popitem(last=False)
             return photo
 
-    def _read(self, data: bytes, name: str, digest: str) -> Photo:
+    def _read(self, data: bytes, name: str) -> Photo:
+        """Decode (refusing oversized photos), shrink to WORK_MAX_SIDE and find every face."""
         notes = _header_notes(data, name)
         image = decode_image(data, source=name)
         height, width = image.shape[:2]
@@ -371,7 +371,7 @@ class Service:
         else:
             faces = tuple(Face(warp_to_template(image, d.landmarks), tuple(float(v) for v in d.box), d.detector,
                                d.score) for d in self.aligner.detect(image))
-        return Photo(name, digest, image, (width, height), faces, tuple(notes))
+        return Photo(name, image, (width, height), faces, tuple(notes))
 
     def pair(self, path_a, path_b, index_a: int = 0, index_b: int = 0) -> Pair:
         """The chosen face of each photo, with notes for photos holding several faces."""

@@ -116,12 +116,14 @@ def detection_outputs(service: Service, photo: Photo, number) -> tuple:
     faces = [(f.crop, f"face {k + 1}" + (" (largest)" if k == 0 and len(photo.faces) > 1 else ""))
              for k, f in enumerate(photo.faces)]
     found = f"{len(photo.faces)} face{'s' if len(photo.faces) > 1 else ''} in {photo.name}"
-    using = f"using face {index + 1}" + ("" if len(photo.faces) == 1 else " (click a face below to choose another)")
     where = "pre-aligned crop" if face.box is None else f"{face.detector} detector"
+    using = f"using face {index + 1} ({where})"
+    if len(photo.faces) > 1:
+        using += "; click another face below to use it"
     info = {"name": photo.name, "size": list(photo.original_size), "chosen": index + 1, "notes": list(photo.notes),
             "faces": [{"face": k + 1, "box": None if f.box is None else [round(v, 1) for v in f.box],
                        "detector": f.detector, "score": round(f.score, 4)} for k, f in enumerate(photo.faces)]}
-    status = _notes(list(photo.notes), f"{found}: {using} ({where}).")
+    status = _notes(list(photo.notes), f"{found}: {using}.")
     return info, service.preview(photo, index), faces, status
 
 
@@ -193,7 +195,8 @@ def photo_column(service: Service, failures: Failures, label: str):
             preview = gr.Image(label=f"faces found in photo {label}", interactive=False, height=200, format="png")
         with gr.Row():
             faces = gr.Gallery(label="aligned faces (click one to use it)", columns=5, height=120, format="png",
-                               allow_preview=False, object_fit="contain", fit_columns=False, scale=2)
+                               allow_preview=False, object_fit="contain", fit_columns=False, scale=2,
+                               elem_id=f"photo-{label.lower()}-faces")
             number = gr.Number(label="face to use (1 = largest)", value=1, precision=0, minimum=1, scale=1)
         status = gr.Markdown(elem_id=f"status-{label.lower()}")
         info = gr.JSON(label=f"faces of photo {label}", visible=False)
@@ -251,7 +254,7 @@ def build(service: Service) -> gr.Blocks:
                 verify_status = gr.Markdown(elem_id="verify-status")
                 with gr.Row():
                     verdict = gr.HTML(elem_id="verdict")
-                    similarity_plot = gr.Plot(label="similarity and threshold per model")
+                    similarity_plot = gr.Plot(label="similarity and threshold per model", elem_id="similarity-plot")
                 with gr.Accordion("details (JSON)", open=False):
                     verify_json = gr.JSON(label="verification")
 

@@ -101,7 +101,9 @@ def main(argv=None) -> int:
             call(photo)
             first_calls[photo.name] = round(time.perf_counter() - start, 4)
     wall_s, server_s = np.array(wall), np.array(server)
-    record = {"url": url if args.url else "started by the benchmark", "models": models, "calls": args.calls,
+    record = {"url": url if args.url else "started by the benchmark",
+              "app_torch_threads": "as started" if args.url else "1 (app.py's default)",
+              "models": models, "calls": args.calls,
               "warmup_calls": args.warmup, "photos": [p.name for p in PHOTOS],
               "median_s": round(float(np.median(wall_s)), 4), "p95_s": round(float(np.percentile(wall_s, 95)), 4),
               "max_s": round(float(wall_s.max()), 4),

@@ -3,8 +3,8 @@
 Chromium resolves no host but 127.0.0.1, and every request the page made is checked to be
 local: the app needs no CDN, web font or analytics. The test uploads two faces, clicks
 Verify, reads each model's verdict and saves a screenshot (FACESCOPE_APP_SCREENSHOT=path
-copies it there too, e.g. bench/results/app_screenshot.png for the README); a non-image
-upload shows its message in the page.
+copies it there too, e.g. bench/results/app_screenshot.png for the README); a photo of three
+faces lets the user click the one to use; a non-image upload shows its message in the page.
 """
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_app import SAME_A, SAME_B, running_app, zoo_for_tests
+from test_app import OTHER, SAME_A, SAME_B, running_app, zoo_for_tests
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -47,7 +48,7 @@ def browser(tmp_path_factory) -> Iterator[webdriver.Chrome]:
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1400,2000",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1400,1450",
                  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
@@ -94,6 +95,7 @@ def test_upload_verify_and_screenshot(browser, app_url, zoo_dir, tmp_path):
         row = next((line for line in rows if line.startswith(model + " ")), None)
         assert row is not None, f"no verdict row for {model}: {rows}"
         assert row.endswith(("same person", "different people", "similarity only")), row
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#similarity-plot svg.main-svg"))  # plotly has drawn
     browser.execute_script("window.scrollTo(0, 0)")
     screenshot = tmp_path / "app.png"
     assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
@@ -109,3 +111,18 @@ def test_bad_upload_message_in_page(browser, app_url, tmp_path):
     wait = load(browser, app_url)
     browser.find_element(By.CSS_SELECTOR, "#photo-a input[type=file]").send_keys(str(note))
     wait.until(lambda d: "notes.jpg: not an image PIL can read" in text_of(d, "status-a"))
+
+
+def test_many_faces_user_clicks_one(browser, app_url, tmp_path):
+    tiles = [Image.open(path).convert("RGB") for path in (SAME_A, OTHER, SAME_B)]
+    group = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)))
+    for k, tile in enumerate(tiles):
+        group.paste(tile, (sum(t.width for t in tiles[:k]), 0))
+    group.save(tmp_path / "group.jpg", quality=92)
+    wait = load(browser, app_url)
+    browser.find_element(By.CSS_SELECTOR, "#photo-a input[type=file]").send_keys(str(tmp_path / "group.jpg"))
+    wait.until(lambda d: "3 faces in group.jpg: using face 1" in text_of(d, "status-a"))
+    thumbnails = browser.find_elements(By.CSS_SELECTOR, "#photo-a-faces .thumbnail-item")
+    assert len(thumbnails) == 3
+    browser.execute_script("arguments[0].click()", thumbnails[2])
+    wait.until(lambda d: "using face 3" in text_of(d, "status-a"))
