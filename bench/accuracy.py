@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -187,6 +188,8 @@ def main(argv=None) -> int:
     results = merge(run_jobs(jobs_for(models, conditions, protocols, args.max_pairs), args.jobs))
     results = {name: results[name] for name in models}
     folder = RESULTS / "accuracy"
+    for stale in (folder, RESULTS / "roc"):  # files of models or protocols left out of this run would mislead
+        shutil.rmtree(stale, ignore_errors=True)
     for name, result in results.items():
         atomic_write(folder / f"{name}.json", lambda out, r=result: out.write((json.dumps(r, indent=1) + "\n").encode()))
 

@@ -91,7 +91,8 @@ def measure_one(spec: Dict, repeats: int) -> Dict:
     timings = {batch: time_models([model], batch, rounds) for batch, rounds in ((1, repeats * 4), (32, repeats))}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
     parameters = model.parameter_count() if hasattr(model, "parameter_count") else None
-    record = {"model": getattr(model, "name", spec.get("peer")), "spec": spec, "parameters": parameters}
+    record = {"model": spec.get("load") or spec.get("peer"), "architecture": model.name, "spec": spec,
+              "parameters": parameters}
     for batch, times in timings.items():
         record[f"cpu_ms_per_image_batch{batch}"] = milliseconds(times["cpu"][0])
         record[f"wall_ms_per_image_batch{batch}"] = milliseconds(times["wall"][0])
@@ -126,7 +127,8 @@ def in_subprocess(kind: str, payload, threads: int, repeats: int) -> Dict:
 
 def comparisons(local: List[str], paper_size: bool) -> List[Dict]:
     """The cost-claim groups: (name, size, [reference, others...], claim)."""
-    scan = next((n for n in local if zoo.read_config(zoo.LOCAL_ZOO / n)["architecture"]["method"] == "scan-folded"), None)
+    methods = {n: zoo.read_config(zoo.LOCAL_ZOO / n)["architecture"]["method"] for n in local}
+    scan = next((n for n, method in methods.items() if method == "scan-folded"), None)
     folded = {"label": f"SCAN folded ({'zoo checkpoint ' + scan if scan else 'untrained, same architecture'})",
               **({"load": scan} if scan else {"build": "scan-ir18", "fold": True, **ZOO_SIZE})}
     groups = [
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
         group.update(in_subprocess("compare", group.pop("specs"), args.threads, repeats))
         print(group, flush=True)
 
-    rows = [[m["model"] + (" (pretrained peer, ~3M faces)" if "peer" in m["spec"] else ""),
+    rows = [[m["model"] + (" (pretrained peer, ~3M faces)" if "peer" in m["spec"] else ""), m["architecture"],
              f"{m['parameters']:,}" if m["parameters"] is not None else "n/a (dlib)",
              f"{m['cpu_ms_per_image_batch1']:.2f}", f"{m['cpu_ms_per_image_batch32']:.2f}",
              f"{m['wall_ms_per_image_batch32']:.2f}", f"{m['peak_rss_mb']:.0f}",
@@ -193,9 +195,9 @@ def main(argv=None) -> int:
                   for group in groups for k, entry in enumerate(group["models"])]
     table = (f"`embed` on the CPU, {args.threads} thread(s), median of timed runs after warm-up. CPU ms: process "
              "CPU time per image, what one free core takes (a shared machine stretches wall time, not CPU time); "
-             f"wall ms are in the JSON. Load average {load_before[0]:.1f} at the start. Peak memory: the whole "
+             f"wall ms at batch 32 for the record. Load average {load_before[0]:.1f} at the start. Peak memory: the whole "
              "process (Python, torch, model), ru_maxrss.\n\n"
-             + markdown_table(["model", "parameters", "CPU ms/image (batch 1)", "CPU ms/image (batch 32)",
+             + markdown_table(["model", "architecture", "parameters", "CPU ms/image (batch 1)", "CPU ms/image (batch 32)",
                                "wall ms/image (batch 32)", "peak RSS (MB)", "peak over loaded model (MB)"], rows)
              + "\nCost claims, models timed in alternation in one process (ratio: median of per-round CPU-time "
                "ratios to the reference):\n\n"

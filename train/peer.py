@@ -14,10 +14,12 @@ them (padding 0.25: the face larger and higher than in the ArcFace template), so
 is warped by one fixed similarity that puts the template's five points where dlib's chip
 puts them (`CHIP_POINTS`, measured with `measure_chip_points`). A plain 112 -> 150 resize
 keeps the ArcFace framing and costs dlib about 11 points of accuracy (88.5% vs 99.5% on
-200 LFW View 1 pairs), so it would measure the adapter, not the model. The chip's bottom
-rows (below the chin) lie outside the 112 crop and are filled by edge replication. dlib's
-own pipeline (HOG + 5-point predictor + `get_face_chip` on the original photo) scored 98.5%
-on those pairs: the fixed warp does not handicap it.
+200 LFW View 1 test pairs), so it would measure the adapter, not the model. The chip's
+bottom rows (below the chin) lie outside the 112 crop and are filled by edge replication.
+dlib's own pipeline (HOG + 5-point predictor + `get_face_chip` on the original photo) scored
+98.5% on those pairs, and on the same photo its embedding and the peer's have cosine > 0.98
+(tests/test_peer.py): the fixed warp does not handicap it. On all 1,000 LFW View 1 test
+pairs the peer scores 98.6% clean, 96.4% at blur 2 and 87.3% at blur 4.
 """
 from __future__ import annotations
 
