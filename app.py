@@ -4,7 +4,7 @@
     python app.py --port 8000 --zoo my-checkpoints
 
 Runs offline on the CPU: no analytics, no share link, no font or script from a CDN; only
-"Pull" in the Zoo tab goes to the network (the Hugging Face Hub, or HF_ENDPOINT).
+"Pull" in the Zoo tab goes to the network, to one hub the server chooses (--hub-endpoint).
 """
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--zoo", type=Path, default=None,
                         help="folder of checkpoints to serve (default $FACESCOPE_ZOO, else zoo/checkpoints)")
+    parser.add_argument("--hub-endpoint", default=None, metavar="URL",
+                        help="the Hugging Face Hub that the Zoo tab's Pull downloads from (default $HF_ENDPOINT, else "
+                             "https://huggingface.co); visitors cannot change it")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: a request is a batch of two faces through small models, "
                              "which more threads slow down rather than speed up, badly so on a busy CPU)")
@@ -66,6 +69,9 @@ def main(argv=None) -> int:
             print(f"error: --zoo {args.zoo} is not a folder", file=sys.stderr)
             return 2
         os.environ["FACESCOPE_ZOO"] = str(args.zoo.resolve())  # before zoo is imported: zoo.LOCAL_ZOO reads it
+    if args.hub_endpoint is not None and not args.hub_endpoint.startswith(("http://", "https://")):
+        print(f"error: --hub-endpoint {args.hub_endpoint!r} is not a URL: give http(s)://HOST[:PORT]", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio logs every request it makes to itself
     import torch
@@ -75,7 +81,7 @@ def main(argv=None) -> int:
     from app.service import EXAMPLES_DIR, Service
     from app.ui import EXAMPLES, build
 
-    service = Service()
+    service = Service(hub_endpoint=args.hub_endpoint)
     logging.getLogger("facescope.app").info("zoo %s: %s", service.zoo_dir, ", ".join(service.model_names()) or "empty")
     first, second, _ = EXAMPLES[0]
     service.warm_up(EXAMPLES_DIR / first, EXAMPLES_DIR / second)

@@ -232,8 +232,11 @@ class Service:
     """Everything the app does; thread-safe (see the module docstring)."""
 
     def __init__(self, zoo_dir: Optional[Path] = None, gallery_dir: Path = GALLERY_DIR,
-                 aligner: Optional[FaceAligner] = None):
+                 aligner: Optional[FaceAligner] = None, hub_endpoint: Optional[str] = None):
         self.zoo_dir = Path(zoo_dir) if zoo_dir is not None else zoo.LOCAL_ZOO
+        # Server configuration, never a request field: a pull makes the server fetch from this
+        # host, so a visitor of an app served on the network must not choose where it goes.
+        self.hub_endpoint = hub.endpoint_url(hub_endpoint)
         self.gallery_dir = gallery_dir
         self.aligner = aligner or FaceAligner()
         self._lock = threading.RLock()
@@ -312,19 +315,15 @@ class Service:
                         + [entry.source if entry.error is None else f"{entry.source}: {entry.error}"])
         return headers, rows
 
-    def pull(self, repo_id: str, revision: Optional[str] = None, endpoint: Optional[str] = None) -> ZooEntry:
-        """Download a checkpoint from a hub repo and make it usable at once under `repo_id[@revision]`."""
-        repo_id, revision, endpoint = (repo_id or "").strip(), (revision or "").strip() or None, \
-            (endpoint or "").strip() or None
+    def pull(self, repo_id: str, revision: Optional[str] = None) -> ZooEntry:
+        """Download a checkpoint from a repo on the app's hub and make it usable at once under `repo_id[@revision]`."""
+        repo_id, revision = (repo_id or "").strip(), (revision or "").strip() or None
         if not hub.is_repo_id(repo_id):
             raise InputError(f"{repo_id!r} is not a Hugging Face Hub repo id: write it as ORG/NAME, "
                              "e.g. facescope/scan-ir18")
-        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-            raise InputError(f"hub endpoint {endpoint!r} is not a URL: give http(s)://HOST, or leave it empty for "
-                             "HF_ENDPOINT or huggingface.co")
-        folder = hub.pull(repo_id, revision, endpoint=endpoint)
+        folder = hub.pull(repo_id, revision, endpoint=self.hub_endpoint)
         name = repo_id if revision is None else f"{repo_id}@{revision}"
-        entry = self._load_entry(name, folder, f"hub {hub.endpoint_url(endpoint)}: {name} (commit {folder.name})")
+        entry = self._load_entry(name, folder, f"hub {self.hub_endpoint}: {name} (commit {folder.name})")
         if entry.error is not None:
             raise InputError(f"{name}: pulled, but it is not a usable FaceScope checkpoint: {entry.error}")
         with self._lock:

@@ -10,7 +10,7 @@ Every event that does work has an `api_name`, so `gradio_client` can call what t
     /embeddings   (photo_a, photo_b, face_a, face_b, model)     -> the gallery's UMAP with the photos in it
     /zoo_list     ()                                            -> models, thresholds and accuracies
     /model_card   (model)                                       -> a model's card
-    /pull_model   (repo_id, revision, endpoint)                 -> pulls a hub checkpoint, usable at once
+    /pull_model   (repo_id, revision)                           -> pulls a hub checkpoint, usable at once
 
 Each result starts with a JSON of plain data. A failure raises gr.Error with the service's
 message: gradio_client raises it as an exception, the browser shows it as a toast and,
@@ -304,12 +304,11 @@ def build(service: Service) -> gr.Blocks:
                                          interactive=False, wrap=True)
                 refresh_button = gr.Button("Refresh the list")
                 with gr.Group():
-                    gr.Markdown("&nbsp;**Pull a model from a Hugging Face Hub repo and use it at once**")
+                    gr.Markdown(f"&nbsp;**Pull a model from a repo on {_escape(service.hub_endpoint)} and use it at "
+                                "once** (the hub is the server's choice: `python app.py --hub-endpoint URL`)")
                     with gr.Row():
                         repo_box = gr.Textbox(label="repo id", placeholder="ORG/NAME, e.g. facescope/scan-ir18")
                         revision_box = gr.Textbox(label="revision (optional)", placeholder="branch, tag or commit")
-                        endpoint_box = gr.Textbox(label="hub endpoint (optional)",
-                                                  placeholder="empty: HF_ENDPOINT, else https://huggingface.co")
                     pull_button = gr.Button("Pull and use", variant="primary")
                 pull_status = gr.Markdown()
                 entries = [e.name for e in service.entries()]
@@ -375,9 +374,9 @@ def build(service: Service) -> gr.Blocks:
                     gr.update(choices=usable, value=top),
                     gr.update(choices=[e.name for e in service.entries()], **({"value": selected} if selected else {})))
 
-        def pull_model(repo_id, revision, endpoint, request: gr.Request):
+        def pull_model(repo_id, revision, request: gr.Request):
             with failures.reported(request, "zoo"):
-                entry = service.pull(repo_id, revision, endpoint)
+                entry = service.pull(repo_id, revision)
             threshold = "no threshold" if entry.threshold is None else f"threshold {entry.threshold:.4f}"
             status = (f"Pulled **{_escape(entry.name)}** ({_escape(entry.model.name)}, {threshold}) from "
                       f"{_escape(entry.source)}; it is selected in every tab.")
@@ -419,7 +418,7 @@ def build(service: Service) -> gr.Blocks:
         refresh_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
         card_event = card_choice.change(model_card, card_choice, card_text, api_name="model_card")
         card_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
-        pull_event = pull_button.click(pull_model, [repo_box, revision_box, endpoint_box],
+        pull_event = pull_button.click(pull_model, [repo_box, revision_box],
                                        [pull_status, zoo_table, *choosers], api_name="pull_model")
         pull_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
         demo.load(refresh, None, [zoo_table, *choosers], api_visibility="private")

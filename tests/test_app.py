@@ -90,7 +90,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(zoo_dir: Path, scratch: Path, env: Dict[str, str]) -> Iterator[str]:
+def running_app(zoo_dir: Path, scratch: Path, env: Dict[str, str], args: List[str] = ()) -> Iterator[str]:
     """`python app.py` on a free port; yields its URL, stops it afterwards (its log is in `scratch`)."""
     port = free_port()
     log_path = scratch / "app.log"
@@ -99,7 +99,7 @@ def running_app(zoo_dir: Path, scratch: Path, env: Dict[str, str]) -> Iterator[s
                         **env})
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
-                                    "--zoo", str(zoo_dir)], cwd=ROOT, env=environment, stdout=log,
+                                    "--zoo", str(zoo_dir), *args], cwd=ROOT, env=environment, stdout=log,
                                    stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -145,7 +145,8 @@ def local_hub(zoo_dir) -> Iterator[LocalHub]:
 @pytest.fixture(scope="module")
 def client(zoo_dir, local_hub, tmp_path_factory) -> Iterator[Client]:
     scratch = tmp_path_factory.mktemp("app")
-    with running_app(zoo_dir, scratch, {"HF_ENDPOINT": local_hub.url}) as url:
+    closed = f"http://127.0.0.1:{free_port()}"  # HF_ENDPOINT loses to --hub-endpoint
+    with running_app(zoo_dir, scratch, {"HF_ENDPOINT": closed}, ["--hub-endpoint", local_hub.url]) as url:
         yield Client(url, verbose=False, download_files=str(scratch / "downloads"))
 
 
@@ -222,6 +223,9 @@ def test_cli_help_and_bad_zoo():
     missing = subprocess.run([sys.executable, "app.py", "--zoo", "no/such/folder"], cwd=ROOT, capture_output=True,
                              text=True)
     assert missing.returncode == 2 and "not a folder" in missing.stderr
+    not_url = subprocess.run([sys.executable, "app.py", "--hub-endpoint", "hub.example"], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert not_url.returncode == 2 and "--hub-endpoint 'hub.example' is not a URL" in not_url.stderr
 
 
 def test_named_endpoints(client):
@@ -229,6 +233,8 @@ def test_named_endpoints(client):
     assert set(ENDPOINTS) <= set(named)
     verify_parameters = [p["parameter_name"] for p in named["/verify"]["parameters"]]
     assert verify_parameters == ["photo_a", "photo_b", "face_a", "face_b", "models"]
+    pull_parameters = [p["parameter_name"] for p in named["/pull_model"]["parameters"]]
+    assert pull_parameters == ["repo_id", "revision"]  # where to pull from is the server's choice, not a visitor's
 
 
 def test_detect_faces(client):
@@ -352,8 +358,8 @@ def test_zoo_list_and_cards(client, models, zoo_dir):
 
 
 def test_pull_model_and_use_it(client, models, local_hub):
-    status, table, *choosers = client.predict(HUB_REPO, "", "", api_name="/pull_model")
-    assert f"Pulled **{HUB_REPO}**" in status and "commit" in status
+    status, table, *choosers = client.predict(HUB_REPO, "", api_name="/pull_model")
+    assert f"Pulled **{HUB_REPO}**" in status and "commit" in status and local_hub.url in status
     assert HUB_REPO in [row[0] for row in table["data"]]
     assert choosers[0]["value"] == [*models, HUB_REPO]  # selected for comparison at once
     result = verify(client, SAME_A, SAME_B, [models[0], HUB_REPO])[0]["models"]
@@ -365,14 +371,24 @@ def test_pull_model_and_use_it(client, models, local_hub):
 
 def test_pull_model_clear_messages(client):
     with pytest.raises(AppError, match="not a Hugging Face Hub repo id"):
-        client.predict("just-a-name", "", "", api_name="/pull_model")
+        client.predict("just-a-name", "", api_name="/pull_model")
     with pytest.raises(AppError, match="no model repository facescope/missing"):
-        client.predict("facescope/missing", "", "", api_name="/pull_model")
+        client.predict("facescope/missing", "", api_name="/pull_model")
+    with pytest.raises(AppError, match=f"{HUB_REPO} .*has no revision 'no-such-branch'"):
+        client.predict(HUB_REPO, "no-such-branch", api_name="/pull_model")
+
+
+def test_pull_from_an_unreachable_hub(zoo_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from app.service import Service
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     closed = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(AppError, match=f"cannot reach the Hugging Face Hub at {closed}"):
-        client.predict("facescope/never-pulled", "", closed, api_name="/pull_model")
-    with pytest.raises(AppError, match="is not a URL"):
-        client.predict(HUB_REPO, "", "hub.example", api_name="/pull_model")
+    service = Service(zoo_dir, hub_endpoint=closed)
+    with pytest.raises(hub.HubError, match=f"cannot reach the Hugging Face Hub at {closed}"):
+        service.pull("facescope/never-pulled")
+    assert "facescope/never-pulled" not in [e.name for e in service.entries()]
 
 
 # ---- bad and awkward inputs ------------------------------------------------------------------
