@@ -214,7 +214,8 @@ def main(argv=None) -> int:
              "competitor. ROC curves: bench/results/roc/.\n\n" + markdown_table(headers, rows))
     payload = {"protocols": protocols, "conditions": conditions, "max_pairs": args.max_pairs,
                "seconds": round(time.perf_counter() - start, 1),
-               "roc_files": {n: {k: str(p.relative_to(REPO)) for k, p in files.items()} for n, files in written.items()},
+               "roc_files": {n: {k: str(p.relative_to(RESULTS)) for k, p in files.items()}  # beside this file
+                             for n, files in written.items()},
                "models": {name: {"model": r["model"], "protocols": {
                    p: {"pairs_total": e["pairs_total"], "pairs_skipped": e["pairs_skipped"],
                        "fallback_alignments": e["fallback_alignments"],

@@ -1,0 +1,96 @@
+"""The benchmark scripts, run small on real data into a scratch folder: they must keep working.
+
+What they measure is not asserted here (timings belong to `bench/`, never to tests); what is
+asserted is that a zoo model and the dlib peer land in one accuracy table through the
+evaluation code, that the ROC curves and per-model files are written, and that the README
+section is replaced whole.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import readme_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(script: str, args, results: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FACESCOPE_BENCH_RESULTS": str(results), "FACESCOPE_CACHE": str(tmp_path / "crops")}
+    done = subprocess.run([sys.executable, f"bench/{script}.py", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def accuracy_run(tmp_path_factory, data_root):
+    """ir18-arcface and the dlib peer on 40 LFW View 1 test pairs, clean and at blur 4."""
+    tmp = tmp_path_factory.mktemp("bench")
+    results = tmp / "results"
+    run_bench("accuracy", ["--models", "ir18-arcface,dlib-resnet", "--protocols", "lfw-view1", "--blur", "0,4",
+                           "--max-pairs", "40", "--jobs", "2", "--no-png"], results, tmp)
+    return results
+
+
+def test_accuracy_table_holds_zoo_model_and_peer(accuracy_run):
+    payload = json.loads((accuracy_run / "accuracy.json").read_text())
+    assert list(payload["models"]) == ["ir18-arcface", "dlib-resnet"]
+    peer = payload["models"]["dlib-resnet"]
+    assert peer["model"]["resolved_by"] == "train.peer" and "million" in peer["model"]["trained_on"]
+    for name, entry in payload["models"].items():
+        conditions = entry["protocols"]["lfw-view1"]["conditions"]
+        assert set(conditions) == {"blur0", "blur4"}
+        assert all(c["pairs"] == 40 for c in conditions.values())
+    peer_clean = peer["protocols"]["lfw-view1"]["conditions"]["blur0"]["accuracy"]
+    assert peer_clean >= 0.9  # a mature model: dlib scores 98.6% on all 1,000 pairs
+    table = (accuracy_run / "accuracy.md").read_text()
+    assert table.startswith("Measured ") and "dlib-resnet (pretrained peer, ~3M faces)" in table
+    assert "| ir18-arcface | FaceScope-small |" in table
+
+
+def test_accuracy_writes_roc_and_evaluate_files(accuracy_run):
+    roc = json.loads((accuracy_run / "roc" / "roc_lfw-view1.json").read_text())
+    assert set(roc) == {f"{m} blur{b}" for m in ("ir18-arcface", "dlib-resnet") for b in (0, 4)}
+    for curve in roc.values():
+        assert curve["far"][0] <= curve["far"][-1] and len(curve["far"]) == len(curve["tar"])
+    assert (accuracy_run / "roc" / "roc_lfw-view1.html").stat().st_size > 1000
+    evaluated = json.loads((accuracy_run / "accuracy" / "ir18-arcface.json").read_text())
+    assert set(evaluated) == {"model", "settings", "protocols"}  # the schema of train.evaluate --out
+
+
+def test_readme_tables_replace_the_section_whole(accuracy_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(readme_tables, "RESULTS", accuracy_run)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{readme_tables.BEGIN}\nan old table\n{readme_tables.END}\n\n## After\n")
+    assert readme_tables.main(["--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "an old table" not in text and text.startswith("# Title") and text.endswith("## After\n")
+    assert "### Accuracy on LFW View 1" in text and "Reproduce: `python bench/accuracy.py`" in text
+    assert readme_tables.main(["--readme", str(readme)]) == 0
+    assert readme.read_text() == text  # idempotent: the block is replaced, never appended
+
+
+def test_readme_tables_refuse_a_readme_without_markers(accuracy_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(readme_tables, "RESULTS", accuracy_run)
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    with pytest.raises(SystemExit, match="no .* section to fill in"):
+        readme_tables.main(["--readme", str(readme)])
+    assert readme.read_text() == "# no markers here\n"
+
+
+def test_inference_bench_small(tmp_path):
+    results = tmp_path / "results"
+    run_bench("inference", ["--models", "ir18,scan-folded-ir18", "--repeats", "1", "--name", "small"], results,
+              tmp_path)
+    rows = {row["model"]: row for row in json.loads((results / "small.json").read_text())["models"]}
+    assert set(rows) == {"ir18", "scan-folded-ir18"}
+    assert rows["scan-folded-ir18"]["parameters"] == rows["ir18"]["parameters"]  # folding leaves no extra weight
+    assert all(row["ms_per_image_batch1"] > 0 and row["ms_per_image_batch32"] > 0 for row in rows.values())
+    assert (results / "small.md").read_text().startswith("Measured ")
