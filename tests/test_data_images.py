@@ -1,5 +1,6 @@
 """Image decoding: every mode becomes HxWx3 uint8 RGB; broken files name themselves."""
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -74,3 +75,14 @@ def test_decode_bytes_roundtrip():
     buffer = io.BytesIO()
     Image.new("RGB", (5, 6), (1, 2, 3)).save(buffer, format="PNG")
     assert decode_image(buffer.getvalue())[0, 0].tolist() == [1, 2, 3]
+
+
+def test_large_scan_decodes_quietly_and_a_bomb_names_the_file(tmp_path):
+    """100 MP (past PIL's warning) is data; 200 MP (past its hard limit) is refused by name."""
+    large = _save(tmp_path, "scan.png", Image.new("L", (10_000, 10_000)), format="PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning would fail here
+        assert load_image(large).shape == (10_000, 10_000, 3)
+    bomb = _save(tmp_path, "bomb.png", Image.new("1", (15_000, 15_000)), format="PNG")
+    with pytest.raises(ImageDecodeError, match=r"bomb.png.*unreadable image .*exceeds limit"):
+        load_image(bomb)

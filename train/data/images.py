@@ -7,6 +7,7 @@ applied (phone photos are often stored sideways); truncated files and non-images
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -40,7 +41,13 @@ def decode_image(data: Union[bytes, Path, str], source: Optional[PathLike] = Non
     source = source if source is not None else (data if not isinstance(data, bytes) else "<bytes>")
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        with Image.open(stream) as image:
+        with warnings.catch_warnings():
+            # A researcher's own 100 MP scan is data, not an attack: decode it without PIL's
+            # warning. Past PIL's hard limit (twice the warning's) DecompressionBombError still
+            # stops it and is reported below, naming the file.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+        with image:
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
