@@ -43,7 +43,7 @@ GALLERY_DIR = APP_DIR / "gallery"
 EXAMPLES_DIR = APP_DIR / "examples"
 
 MAX_PIXELS = 50_000_000  # refuse larger photos before decoding them (a 50 MP RGB array is 150 MB)
-WORK_MAX_SIDE = 1600  # larger photos are shrunk before detection: faces stay far above the 112 px crop
+WORK_MAX_SIDE = 1600  # larger photos are shrunk before detection (at full size: group photos have small faces)
 PREVIEW_MAX_SIDE = 640  # the detection preview shown under each photo
 PHOTO_CACHE_SIZE = 32
 BLUR_SIGMAS = (0, 1, 2, 3, 4, 6, 8)  # the blur lab's curve; train.data's BLUR_LEVELS plus a harsher 8
@@ -275,10 +275,14 @@ class Service:
         names = available if names is None else [str(n) for n in names]
         if not names:
             raise InputError("no model selected: choose at least one model")
+        entries = {e.name: e for e in self.entries()}
+        broken = [entries[n] for n in names if n in entries and entries[n].error is not None]
+        if broken:
+            raise InputError("; ".join(f"model {e.name} could not be loaded: {e.error}" for e in broken)
+                             + f". Usable: {', '.join(available)}")
         unknown = [n for n in names if n not in available]
         if unknown:
             raise InputError(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(available)}")
-        entries = {e.name: e for e in self.entries()}
         return [entries[n] for n in dict.fromkeys(names)]
 
     def card(self, name: str) -> str:
@@ -369,7 +373,7 @@ class Service:
             notes.append(f"a {SIZE}x{SIZE} image is taken as an already aligned face crop")
         else:
             faces = tuple(Face(warp_to_template(image, d.landmarks), tuple(float(v) for v in d.box), d.detector,
-                               d.score) for d in self.aligner.detect(image))
+                               d.score) for d in self.aligner.detect(image, max_side=WORK_MAX_SIDE))
         return Photo(name, image, (width, height), faces, tuple(notes))
 
     def pair(self, path_a, path_b, index_a: int = 0, index_b: int = 0) -> Pair:

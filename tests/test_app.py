@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import zoo
+from hostile import break_checkpoints, twenty_faces
 from hub_server import LocalHub
 from zoo import card, hub
 
@@ -180,6 +182,7 @@ def photos(tmp_path_factory, data_root) -> Dict[str, Path]:
     background = Image.open(data_root / "celeba" / "images" / "000711.jpg").convert("RGB").crop((0, 0, 60, 224))
     background.save(path("background.jpg"), quality=92)
     upright.convert("L").save(path("gray.jpg"), quality=92)
+    upright.convert("CMYK").save(path("cmyk.jpg"), quality=92)
     rgba = upright.convert("RGBA")
     alpha = Image.new("L", rgba.size, 0)
     alpha.paste(255, (8, 8, rgba.width - 8, rgba.height - 8))
@@ -410,6 +413,7 @@ def test_bad_inputs_get_clear_messages(client, models, photos, name, message):
 
 @pytest.mark.parametrize("name, note", [
     ("gray", "grayscale"),
+    ("cmyk", "CMYK: converted to RGB"),
     ("rgba", "transparent pixels"),
     ("rotated", "EXIF orientation"),
     ("large", "shrunk from 2400x2400"),
@@ -437,3 +441,44 @@ def test_many_faces_user_chooses(client, models, photos):
         assert (difference < 12) == (position == 1), (face, position, difference)
     with pytest.raises(AppError, match="group.jpg has 3 face.*no face 4; choose 1 to 3"):
         verify(client, photos["group"], OTHER, models[:1], face_a=4)
+
+
+def test_twenty_faces_each_found_and_choosable(client, models, tmp_path, data_root):
+    group = tmp_path / "twenty.jpg"
+    photos = twenty_faces(data_root / "lfw" / "images", group)
+    info, preview, faces, number, status = client.predict(handle_file(group), api_name="/detect_faces")
+    assert len(info["faces"]) == 20 and len(faces) == 20 and "20 faces" in status
+    tiles = {}  # grid tile (row by row) -> face number
+    for face in info["faces"]:
+        left, top, right, bottom = face["box"]
+        tiles[int((top + bottom) / 2 // 250) * 5 + int((left + right) / 2 // 250)] = face["face"]
+    assert sorted(tiles) == list(range(20))  # one face in every tile
+    chosen = tiles[13]  # row 3, column 4
+    difference = np.abs(pixels(faces[chosen - 1]["image"]) - aligned(client, photos[13])[0]).mean()
+    assert difference < 12, f"face {chosen} is not the tile's person aligned as in their own photo ({difference:.1f})"
+    data, _, _, verify_status = verify(client, group, photos[13], models[:1], face_a=chosen)
+    assert data["photo A"]["face"] == chosen and "holds 20 faces" in verify_status
+    with pytest.raises(AppError, match="twenty.jpg has 20 face.*no face 21; choose 1 to 20"):
+        verify(client, group, photos[13], models[:1], face_a=21)
+
+
+def test_broken_checkpoints_in_the_zoo_are_listed_with_why_and_refused(tmp_path):
+    """A zoo folder with a wrong-architecture and corrupted checkpoints: the app still serves
+    the good model, shows why each other one failed, and names the failure when one is asked for."""
+    from app.service import InputError, Service
+
+    torch.manual_seed(0)
+    good = zoo.save(zoo.build("ir18", width=0.25, head="gdc").eval(), tmp_path / "zoo" / "good-ir18")
+    broken = {folder.name: message for folder, message in break_checkpoints(good, tmp_path / "zoo").items()}
+    service = Service(tmp_path / "zoo")
+    assert service.model_names() == ["good-ir18"]
+    headers, rows = service.zoo_table()
+    source = {row[0]: row[headers.index("source")] for row in rows}
+    for name, message in broken.items():
+        assert message in source[name]
+        assert service.card(name).startswith("**Could not be loaded:**")
+        with pytest.raises(InputError, match=f"model {name} could not be loaded: .*{re.escape(message)}.*Usable: good-ir18"):
+            service.verify(SAME_A, SAME_B, [name])
+    result = service.verify(SAME_A, SAME_B, ["good-ir18"])
+    assert [v.model for v in result.verdicts] == ["good-ir18"]
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == sorted([*broken, "good-ir18"])  # nothing added

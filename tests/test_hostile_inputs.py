@@ -21,6 +21,8 @@ from analysis.__main__ import main as analysis_main
 from train.data import CropCache
 from train.evaluate import main as evaluate_main
 
+from hostile import break_checkpoints, write_hostile_files
+
 REPO = Path(__file__).resolve().parents[1]
 UNREADABLE = {  # file -> what the skip reason must say
     "not_image.jpg": "not an image",
@@ -28,33 +30,6 @@ UNREADABLE = {  # file -> what the skip reason must say
     "empty.jpg": "not an image|empty",
 }
 VALID = ("huge.jpg", "twenty.jpg", "gray.png", "rgba.png", "cmyk.jpg", "exif.jpg")
-
-
-def _write_hostile_files(folder: Path, lfw: Path) -> Path:
-    """The hostile images, and the upright photo they derive from (its crop is the reference)."""
-    photo = lfw / "Zico" / "Zico_0001.jpg"
-    face = Image.open(photo).convert("RGB")
-    (folder / "not_image.jpg").write_bytes(b"name,score\nzico,0.93\n" * 50)
-    data = photo.read_bytes()
-    (folder / "truncated.jpg").write_bytes(data[:len(data) // 2])
-    (folder / "empty.jpg").write_bytes(b"")
-    # 10,000 x 10,000: above PIL's decompression-bomb warning (89 Mpx), below its refusal (179 Mpx).
-    face.convert("L").resize((10_000, 10_000), Image.BILINEAR).save(folder / "huge.jpg", quality=80)
-    Image.new("RGB", (400, 300), (120, 160, 200)).save(folder / "noface.jpg")
-    people = sorted(p for p in lfw.iterdir() if p.is_dir())[:20]
-    tile = Image.new("RGB", (5 * 250, 4 * 250))
-    for k, person in enumerate(people):
-        tile.paste(Image.open(sorted(person.glob("*.jpg"))[0]).convert("RGB"), ((k % 5) * 250, (k // 5) * 250))
-    tile.save(folder / "twenty.jpg")
-    face.convert("L").save(folder / "gray.png")
-    rgba = face.convert("RGBA")
-    rgba.putalpha(200)
-    rgba.save(folder / "rgba.png")
-    face.convert("CMYK").save(folder / "cmyk.jpg")
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": pixels stored sideways, as phones do
-    face.transpose(Image.Transpose.ROTATE_90).save(folder / "exif.jpg", exif=exif)
-    return photo
 
 
 def _no_leftovers(folder: Path) -> list:
@@ -66,7 +41,7 @@ def _no_leftovers(folder: Path) -> list:
 def hostile(tmp_path_factory, data_root):
     folder = tmp_path_factory.mktemp("hostile")
     lfw = data_root / "lfw" / "images"
-    photo = _write_hostile_files(folder, lfw)
+    photo = write_hostile_files(folder, lfw)
     partner = lfw / "Zico" / "Zico_0002.jpg"
     lines = [f"{folder / name} {partner} 1" for name in (*UNREADABLE, "noface.jpg", *VALID)]
     lines += [f"{photo} {partner} 1", f"{photo} {lfw}/Abel_Pacheco/Abel_Pacheco_0001.jpg 0"]
@@ -144,29 +119,8 @@ def test_a_run_with_nothing_usable_fails_cleanly_and_writes_nothing(hostile, cap
         assert not (folder / "failed").exists()
 
 
-def _break_checkpoints(tiny_model: Path, folder: Path) -> dict:
-    """Checkpoint folders that claim to be something they are not, and what load must say."""
-    wrong_arch = folder / "wrong-arch"  # config: ir18; weights: an SRANet
-    torch.manual_seed(0)
-    zoo.save(zoo.build("sranet-ir18", width=0.25), wrong_arch)
-    (wrong_arch / "config.json").write_text((tiny_model / "config.json").read_text())
-    wrong_width = folder / "wrong-width"  # config: ir18 x0.5; weights: ir18 x0.25 (same name)
-    zoo.save(zoo.build("ir18", width=0.5), wrong_width)
-    (wrong_width / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
-    truncated = folder / "truncated"
-    zoo.save(zoo.load(tiny_model), truncated)
-    weights = (truncated / "model.safetensors").read_bytes()
-    (truncated / "model.safetensors").write_bytes(weights[:len(weights) // 2])
-    garbage = folder / "garbage"
-    zoo.save(zoo.load(tiny_model), garbage)
-    (garbage / "model.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
-    return {wrong_arch: "holds weights of architecture 'sranet-ir18', not 'ir18'",
-            wrong_width: "of the wrong shape", truncated: "corrupted or truncated",
-            garbage: "corrupted or truncated"}
-
-
 def test_broken_checkpoints_are_refused_with_a_clear_message(hostile, tiny_model, tmp_path):
-    broken = _break_checkpoints(tiny_model, tmp_path)
+    broken = break_checkpoints(tiny_model, tmp_path)
     for folder, message in broken.items():
         with pytest.raises(zoo.CheckpointError, match=message):
             zoo.load(folder)
@@ -191,7 +145,7 @@ def test_analysis_refuses_bad_images_and_broken_models(hostile, tiny_model, tmp_
     assert code == 2 and "error: none of the images could be read" in stderr
     assert "truncated.jpg" in stderr and "empty.jpg" in stderr and not out.exists()
 
-    broken = _break_checkpoints(tiny_model, tmp_path / "broken")
+    broken = break_checkpoints(tiny_model, tmp_path / "broken")
     for folder, message in broken.items():
         code = analysis_main(["gradcam", "--model", str(folder), "--image", str(hostile["photo"]),
                               str(hostile["folder"] / "cmyk.jpg"), "--out", str(out), "--no-png"])

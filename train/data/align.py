@@ -160,13 +160,17 @@ class FaceAligner:
                 return found, detector
         return [], "none"
 
-    def detect(self, image: np.ndarray) -> List[Detection]:
-        """Every face found, largest first, with 5 landmarks in `image` pixels."""
+    def detect(self, image: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> List[Detection]:
+        """Every face found, largest first, with 5 landmarks in `image` pixels.
+
+        Detection runs on the image shrunk to `max_side`: the default suits datasets of one
+        face per photo; a group photo wants more (HOG misses faces under ~80 px).
+        """
         import dlib
 
         self._load()
         image = np.ascontiguousarray(image)
-        scale = min(1.0, DETECT_MAX_SIDE / max(image.shape[:2]))
+        scale = min(1.0, max_side / max(image.shape[:2]))
         work = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         boxes, detector = self._boxes(work)
         detections = []
