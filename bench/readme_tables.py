@@ -1,4 +1,4 @@
-"""Put the latest benchmark tables into README.md (and bench/results/README_TABLES.md).
+"""Put the latest benchmark tables into README.md, the one place people read them.
 
 `bench/run_all` calls this last. The README's benchmark section is the text between the
 BEGIN and END markers below; it is replaced whole, so a table never goes stale beside a new
@@ -59,10 +59,9 @@ def main(argv=None) -> int:
     if not block:
         print(f"error: no benchmark tables in {RESULTS}: run bench/run_all first", file=sys.stderr)
         return 1
-    atomic_write(RESULTS / "README_TABLES.md", lambda out: out.write(block.encode()))
     readme = replace_block(args.readme.read_text(), block)
     atomic_write(args.readme, lambda out: out.write(readme.encode()))
-    print(f"wrote {RESULTS / 'README_TABLES.md'} and the benchmark section of {args.readme}")
+    print(f"wrote the benchmark section of {args.readme} from {RESULTS}")
     return 0
 
 
