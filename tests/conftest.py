@@ -8,6 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# One thread count on every machine: float sums in conv and matmul kernels depend on how work
+# is split, so a test that trains must see the same arithmetic wherever it runs (CI and the
+# developers' machines have 2 cores).
+TORCH_THREADS = 2
+torch.set_num_threads(TORCH_THREADS)
 
 from train.data import CropCache, FaceAligner, data_root as resolve_data_root
 

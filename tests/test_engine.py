@@ -56,13 +56,14 @@ MODELS = {"arcface": "model.name='ir18'", "scan": "model.name='scan-ir18'", "sra
 # HPDA's joint global+local head starts slower under ArcFace: its loss first rises, then falls
 # well below the start within ~30 steps here.
 STEPS = {"hpda": 30}
+LEARN_LR = 0.01
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_recipe_learns_real_faces(name, packed, tmp_path):
     torch.manual_seed(0)
     steps = STEPS.get(name, 12)
-    extra = [MODELS[name], "optim.lr=0.05", f"run.max_steps={steps}"]
+    extra = [MODELS[name], f"optim.lr={LEARN_LR}", f"run.max_steps={steps}"]
     if name != "hpda":
         extra.append("model.head='gdc'")
     config = recipe(name, *extra)
@@ -70,7 +71,10 @@ def test_every_recipe_learns_real_faces(name, packed, tmp_path):
     before = dataset_loss(trainer)
     trainer.fit()
     after = dataset_loss(trainer)
-    assert after < before, f"{name}: loss {before:.3f} -> {after:.3f}"
+    # A real drop, not a coin flip: at lr 0.05 SRANet's 12 steps rose or fell with the
+    # summation order of 1 vs 2 threads (34.8 -> 27.0 / 35.9); at 0.01 every method falls
+    # by a third or more under either thread count, so 15% is a margin that holds.
+    assert after < 0.85 * before, f"{name}: loss {before:.3f} -> {after:.3f}"
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, steps + 1))
     assert all(np.isfinite(r["loss"]) and r["images_per_s"] > 0 for r in log)

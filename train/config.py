@@ -20,6 +20,13 @@ DEFAULTS: Dict[str, Any] = {
     "optim": {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128,
               "epochs": 20, "milestones": [10, 16, 19], "gamma": 0.1, "warmup_steps": 0},
     "aux": {},
+    # Fine-tuning: start from a trained zoo checkpoint (name or folder); "centres" starts the
+    # class matrix at each identity's mean embedding; backbone_lr (if set) is the learning rate
+    # of every pretrained tensor, optim.lr that of the head and the method's new layers.
+    "init": {"from": "", "head": "random", "backbone_lr": None},
+    # Training-time augmentation: mirror with p=0.5; blur a fraction of each batch with a
+    # Gaussian of sigma drawn uniformly from blur_sigma (pixels at 112 px).
+    "augment": {"flip": True, "blur_fraction": 0.0, "blur_sigma": [0.5, 4.0]},
     "run": {"seed": 0, "checkpoint_every": 200, "log_every": 10, "amp": "auto", "channels_last": "auto",
             "record_every_epoch": True, "max_steps": 0},
 }
@@ -68,12 +75,24 @@ def parse_override(text: str) -> Dict[str, Any]:
     return nested
 
 
-def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:
-    path = resolve_path(name_or_path)
+def read_recipe(path: Path, seen: tuple = ()) -> Dict[str, Any]:
+    """A recipe file; `base = "other"` starts from another recipe, each section given here
+    replacing the base's section whole (so a new loss never inherits the old one's m)."""
+    if path in seen:
+        raise ConfigError(f"{path}: recipes extend each other in a loop ({' -> '.join(p.stem for p in seen)})")
     try:
         recipe = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: {err}") from None
+    base = recipe.pop("base", None)
+    if base is not None:
+        recipe = {**read_recipe(resolve_path(str(base)), (*seen, path)), **recipe}
+    return recipe
+
+
+def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    path = resolve_path(name_or_path)
+    recipe = read_recipe(path)
     unknown = set(recipe) - set(DEFAULTS) - METHOD_SECTIONS
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; "

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 import zoo
 from zoo.checkpoint import swap_in
+from train.data.degrade import gaussian_blur
 from train.losses import build_loss
 from train.recorders import EpochRecorders
 from train.steps import step_for
@@ -50,14 +51,21 @@ class TrainObjective(nn.Module):
 class PackedFaces:
     """Aligned training faces held in memory: uint8 (N,112,112,3) images and int labels."""
 
-    def __init__(self, path: Path):
-        with np.load(path) as data:
-            self.images = torch.from_numpy(np.ascontiguousarray(data["images"]))
-            self.labels = torch.from_numpy(data["labels"].astype(np.int64))
+    def __init__(self, path: Path, images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None):
+        if images is None:
+            with np.load(path) as data:
+                images = torch.from_numpy(np.ascontiguousarray(data["images"]))
+                labels = torch.from_numpy(data["labels"].astype(np.int64))
+        self.images, self.labels = images, labels
         if len(self.images) == 0:
             raise ValueError(f"{path}: the training set is empty")
         self.num_classes = int(self.labels.max()) + 1
         self.path = path
+
+    def subset(self, keep: torch.Tensor) -> "PackedFaces":
+        """The faces where `keep` (bool, per face) holds, identities renumbered 0..K-1."""
+        labels = self.labels[keep]
+        return PackedFaces(self.path, self.images[keep], torch.unique(labels, return_inverse=True)[1])
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,6 +74,8 @@ class PackedFaces:
 def to_model_input(batch: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [-1, 1], mirrored where `flip` (p = 0.5 augmentation)."""
     x = batch.permute(0, 3, 1, 2).float().sub_(127.5).div_(128.0)
+    if not flip.any():
+        return x
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
@@ -80,10 +90,15 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         self.progress = progress and self.rank == 0
         torch.manual_seed(int(config["run"]["seed"]))  # same initial weights for the same recipe
-        model_cfg = dict(config["model"])
-        self.model = zoo.build(model_cfg.pop("name"), **model_cfg).to(self.device)
+        self.model, self.new_tensors = build_model(config)
+        self.model.to(self.device)
         loss_cfg = dict(config["loss"])
-        self.head = build_loss(loss_cfg.pop("name"), data.num_classes, **loss_cfg).to(self.device)
+        self.head = build_loss(loss_cfg.pop("name"), data.num_classes, self.model.config.embedding_dim,
+                               **loss_cfg).to(self.device)
+        if config["init"]["head"] == "centres":
+            start_at_class_centres(self.head, self.model, data, self.device)
+        elif config["init"]["head"] != "random":
+            raise ValueError(f"init.head must be 'random' or 'centres', got {config['init']['head']!r}")
         run = config["run"]
         self.channels_last = run["channels_last"] is True or (run["channels_last"] == "auto" and self.device.type == "cuda")
         if self.channels_last:
@@ -117,14 +132,21 @@ class Trainer:
         self.recorders = EpochRecorders(self.model, self.head)
 
     def _sgd(self, named, lr):
+        """Groups by (weight decay, learning-rate scale): t never decays; when fine-tuning with
+        init.backbone_lr, every pretrained tensor runs at that rate and the rest at optim.lr."""
         no_decay = set(self.model.no_weight_decay())
-        decay = [p for n, p in named if n.removeprefix("model.") not in no_decay]
-        plain = [p for n, p in named if n.removeprefix("model.") in no_decay]
         optim = self.config["optim"]
-        groups = [{"params": decay, "weight_decay": float(optim["weight_decay"])}]
-        if plain:
-            groups.append({"params": plain, "weight_decay": 0.0})
-        return torch.optim.SGD(groups, lr=lr, momentum=float(optim["momentum"]))
+        backbone_lr = self.config["init"]["backbone_lr"]
+        pretrained_scale = 1.0 if backbone_lr is None or not self.config["init"]["from"] else float(backbone_lr) / lr
+        groups: Dict[tuple, list] = {}
+        for name, p in named:
+            key = name.removeprefix("model.")
+            pretrained = name.startswith("model.") and key not in self.new_tensors
+            decay = 0.0 if key in no_decay else float(optim["weight_decay"])
+            groups.setdefault((decay, pretrained_scale if pretrained else 1.0), []).append(p)
+        return torch.optim.SGD([{"params": params, "weight_decay": decay, "lr_scale": scale}
+                                for (decay, scale), params in groups.items()],
+                               lr=lr, momentum=float(optim["momentum"]))
 
     @property
     def epoch(self) -> int:
@@ -145,8 +167,10 @@ class Trainer:
         order = torch.randperm(len(self.data), generator=generator)
         start = (self.step % self.steps_per_epoch) * self.per_rank_batch * self.world + self.rank * self.per_rank_batch
         index = order[start:start + self.per_rank_batch]
-        flip = torch.rand(len(index)) < 0.5
-        images = to_model_input(self.data.images[index], flip).to(self.device)
+        augment = self.config["augment"]
+        flip = torch.rand(len(index)) < (0.5 if augment["flip"] else 0.0)
+        faces = blur_some(self.data.images[index], float(augment["blur_fraction"]), augment["blur_sigma"])
+        images = to_model_input(faces, flip).to(self.device)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, self.data.labels[index].to(self.device)
@@ -165,6 +189,7 @@ class Trainer:
                 save_file(_momentum(self.policy_optimizer), str(staging / "policy_optimizer.safetensors"))
             (staging / "state.json").write_text(json.dumps(
                 {"step": self.step, "total_steps": self.total_steps, "method_state": self.method_state,
+                 "architecture": self.model.config.to_dict(),
                  "train_seconds": self.train_seconds, "world_size": self.world, "device": str(self.device),
                  "data": {"path": str(self.data.path), "images": len(self.data),
                           "identities": self.data.num_classes},
@@ -214,7 +239,7 @@ class Trainer:
         while self.step < self.total_steps:
             torch.manual_seed((int(run["seed"]) * 1_000_003 + self.step) * 131 + self.rank)
             for group in self.optimizer.param_groups:
-                group["lr"] = self.lr
+                group["lr"] = self.lr * group["lr_scale"]
             images, labels = self.batch()
             with autocast:
                 result = self.train_step(self, images, labels)
@@ -238,6 +263,55 @@ class Trainer:
             bar.update(1)
         bar.close()
         return last
+
+
+def build_model(config: Dict[str, Any]):
+    """The recipe's model and the names of its tensors that start untrained.
+
+    With init.from, the model takes the trained checkpoint's embedding size, input crop and
+    BatchNorm epsilons, and the method's `init_from` places the trained weights.
+    """
+    model_cfg = dict(config["model"])
+    name = model_cfg.pop("name")
+    source = config["init"]["from"]
+    if not source:
+        model = zoo.build(name, **model_cfg)
+        return model, {key for key in model.state_dict()}
+    trained = zoo.load(source)
+    if trained.config.method != "plain":
+        raise ValueError(f"init.from={source!r} is a {trained.config.method} model; fine-tuning starts from a plain one")
+    model_cfg.setdefault("embedding_dim", trained.config.embedding_dim)
+    model_cfg.setdefault("input_size", trained.config.input_size)
+    model = zoo.build(name, **model_cfg)
+    zoo.model.inherit_bn_eps(model, trained.config.bn_eps)
+    return model, set(model.init_from(trained))
+
+
+@torch.no_grad()
+def start_at_class_centres(head: nn.Module, model: zoo.FaceModel, data: "PackedFaces", device) -> None:
+    """Class matrix = each identity's mean (normalised) embedding under the starting model, so a
+    pretrained model's first steps refine its embedding instead of chasing a random head."""
+    sums = torch.zeros(data.num_classes, model.config.embedding_dim)
+    for start in tqdm(range(0, len(data), 256), desc="class centres", unit="batch", leave=False):
+        faces = to_model_input(data.images[start:start + 256], torch.zeros(0, dtype=torch.bool))
+        sums.index_add_(0, data.labels[start:start + 256], model.embed(faces.to(device)).cpu())
+    head.weight.copy_(torch.nn.functional.normalize(sums, dim=1).to(head.weight.device))
+
+
+def blur_some(faces: torch.Tensor, fraction: float, sigma_range) -> torch.Tensor:
+    """uint8 NHWC faces with a random `fraction` of them Gaussian-blurred, each with its own
+    sigma ~ U(sigma_range): the same blur as the test-time `blurS` condition."""
+    if fraction <= 0:
+        return faces
+    chosen = torch.nonzero(torch.rand(len(faces)) < fraction).flatten().tolist()
+    if not chosen:
+        return faces
+    low, high = (float(v) for v in sigma_range)
+    sigmas = torch.empty(len(chosen)).uniform_(low, high).tolist()
+    out = faces.clone()
+    for i, sigma in zip(chosen, sigmas):
+        out[i] = torch.from_numpy(gaussian_blur(faces[i].numpy(), sigma))
+    return out
 
 
 def _cpu(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

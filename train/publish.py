@@ -61,16 +61,30 @@ def read_run(run_dir: Path) -> Tuple[zoo.FaceModel, Dict[str, Any]]:
         record = {"config": state["config"], "data": state["data"], "steps": state["step"],
                   "total_steps": state["total_steps"], "train_seconds": state["train_seconds"],
                   "device": state["device"], "world_size": state["world_size"],
-                  "images_per_s": _images_per_second(run_dir / "log.jsonl"), "folded_from": None}
+                  "images_per_s": _images_per_second(run_dir / "log.jsonl"), "folded_from": None,
+                  "init": initialisation(state["config"].get("init", {}).get("from"))}
         model_config = dict(state["config"]["model"])
     except KeyError as err:
         raise ValueError(f"{path}: no {err.args[0]!r} entry; not a state.json written by train.run") from None
-    model = zoo.build(model_config.pop("name"), **model_config)
+    # runs that started from a checkpoint record the architecture they resolved (embedding
+    # size, input crop, BN epsilons inherited from it); older runs only have the recipe
+    model = (zoo.build(state["architecture"]) if "architecture" in state
+             else zoo.build(model_config.pop("name"), **model_config))
     load_weights(model, run_dir / STATE_DIR / "model.safetensors")
     if hasattr(model, "fold"):
         record["folded_from"] = model.name
         model = model.fold()
     return model.eval(), record
+
+
+def initialisation(source: Optional[str]) -> Optional[Dict[str, Any]]:
+    """What a fine-tuned run started from: the checkpoint and the provenance its config records."""
+    if not source:
+        return None
+    folder = Path(zoo.LOCAL_ZOO) / source if (Path(zoo.LOCAL_ZOO) / source).is_dir() else Path(source)
+    imported = zoo.read_config(folder).get("imported_from", {}) if folder.is_dir() else {}
+    return {"from": source, "source": imported.get("source"), "trained_on": imported.get("note"),
+            "licence": imported.get("licence")}
 
 
 def _images_per_second(log: Path) -> Optional[float]:

@@ -112,11 +112,13 @@ def render(model: FaceModel, training: Optional[Dict[str, Any]] = None,
         datasets=["lfw", "celeba"] if facescope_small else None,
         metrics=["accuracy", "roc_auc"] if metrics is not None else None)
     parts = [f"---\n{front.to_yaml()}\n---\n", f"# {name}\n", _model_section(model, name, training)]
+    parts.append(_init_section(training))
     parts.append(_data_section(training, facescope_small))
     parts.append(_recipe_section(training))
-    parts.append(_metrics_section(metrics))
+    parts.append(_metrics_section(metrics, (training or {}).get("init")))
     parts.append(f"## Intended use\n\n{INTENDED_USE}\n")
-    parts.append("## Limits\n\n" + "".join(f"- {item}\n" for item in LIMITS))
+    limits = LIMITS[1:] if (training or {}).get("init") else LIMITS
+    parts.append("## Limits\n\n" + "".join(f"- {item}\n" for item in limits))
     return "\n".join(parts)
 
 
@@ -125,15 +127,32 @@ def _model_section(model: FaceModel, name: str, training: Optional[Dict[str, Any
     lines = ["## Model\n",
              f"FaceScope model `{model.name}`: method `{config.method}`, backbone `{config.backbone}`, width "
              f"{config.width}, head `{config.head or 'backbone default'}`, {model.parameter_count():,} parameters. "
-             "Input: aligned 112x112 RGB faces scaled by (x - 127.5) / 128; output: a 512-d embedding, "
-             "two faces compared by cosine similarity.\n"]
+             "Input: aligned 112x112 RGB faces scaled by (x - 127.5) / 128"
+             + ("" if tuple(config.input_size) == (112, 112) else
+                f" (the network sees their centre {config.input_size[0]}x{config.input_size[1]} crop)")
+             + f"; output: a {config.embedding_dim}-d embedding, two faces compared by cosine similarity.\n"]
     if training and training.get("folded_from"):
         lines.append(f"Published folded: the trained `{training['folded_from']}` with each scale attention "
                      "conv merged into one plain conv (identical outputs, plain-network cost); the learnt t "
                      "per filter ride in config.json for the scale maps.\n")
     lines.append(f"```python\nimport zoo\nmodel = zoo.load(\"{name}\")\nembeddings = model.embed(faces)  "
-                 "# (N, 3, 112, 112) in [-1, 1] -> (N, 512), L2-normalised\n```\n")
+                 f"# (N, 3, 112, 112) in [-1, 1] -> (N, {config.embedding_dim}), L2-normalised\n```\n")
     return "\n".join(lines)
+
+
+def _init_section(training: Optional[Dict[str, Any]]) -> str:
+    """Where the weights started: a from-scratch run, or the checkpoint it fine-tuned and that
+    checkpoint's own provenance and licence (a derived model carries its source's terms)."""
+    init = (training or {}).get("init")
+    if training is None:
+        return "## Initialisation\n\nUnknown.\n"
+    if not init:
+        return "## Initialisation\n\nRandom (seeded), trained from scratch.\n"
+    lines = [f"## Initialisation\n\nFine-tuned from `{init['from']}`."]
+    for key, label in (("source", "source"), ("trained_on", "its training data"), ("licence", "its licence")):
+        if init.get(key):
+            lines.append(f"- {label}: {init[key]}")
+    return "\n".join(lines) + "\n"
 
 
 def _data_section(training: Optional[Dict[str, Any]], facescope_small: bool) -> str:
@@ -164,6 +183,14 @@ def _recipe_section(training: Optional[Dict[str, Any]]) -> str:
                       + ("" if training["steps"] >= training["total_steps"] else " (stopped before the schedule's end)")),
             ("train time", f"{training['train_seconds'] / 3600:.2f} h ({training['train_seconds']:.0f} s) on "
                            f"{training['device']} x {training['world_size']}")]
+    init, augment = config.get("init") or {}, config.get("augment") or {}
+    if init.get("from"):
+        rows.insert(1, ("start", f"`{init['from']}`; class matrix `{init.get('head', 'random')}`; pretrained "
+                                 f"tensors at lr {init.get('backbone_lr') or optim['lr']}, new ones at {optim['lr']}"))
+    if augment:
+        blur = (f", Gaussian blur on {augment['blur_fraction']:.0%} of each batch (sigma ~ U{tuple(augment['blur_sigma'])} px)"
+                if augment.get("blur_fraction") else ", no blur")
+        rows.append(("augmentation", ("horizontal flip p=0.5" if augment.get("flip", True) else "no flip") + blur))
     if config.get("aux"):
         rows.insert(3, ("auxiliary losses", ", ".join(f"{k}={v}" for k, v in config["aux"].items())))
     if training.get("images_per_s") is not None:
@@ -171,7 +198,7 @@ def _recipe_section(training: Optional[Dict[str, Any]]) -> str:
     return "## Training recipe\n\n| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
 
 
-def _metrics_section(metrics: Optional[Dict[str, Any]]) -> str:
+def _metrics_section(metrics: Optional[Dict[str, Any]], init: Optional[Dict[str, Any]] = None) -> str:
     if metrics is None:
         return "## Evaluation\n\nNot evaluated: treat its accuracy as unknown.\n"
     fars = sorted({far for p in metrics["protocols"].values() for c in p["conditions"].values()
@@ -185,7 +212,12 @@ def _metrics_section(metrics: Optional[Dict[str, Any]]) -> str:
                         + [f"{c['tar_at_far'][f]:.4f}" if f in c["tar_at_far"] else "-" for f in fars])
     table = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
     table += "".join("| " + " | ".join(row) + " |\n" for row in rows)
-    notes = [f"Measured with `python -m train.evaluate` (aligner `{metrics.get('aligner')}`, flip-test "
+    notes = []
+    if init:
+        notes.append(f"**Not identity-disjoint:** the initialisation (`{init['from']}`) was trained on "
+                     f"{init.get('trained_on') or 'data of unknown identity overlap'}, which may share "
+                     "identities with these test sets (MS1M holds many LFW and CFP celebrities).")
+    notes += [f"Measured with `python -m train.evaluate` (aligner `{metrics.get('aligner')}`, flip-test "
              f"{'on' if metrics.get('flip_test') else 'off'}); '-' marks a FAR below 1 / negative pairs, which "
              "the protocol cannot measure."]
     if metrics.get("max_pairs"):

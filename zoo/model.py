@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BACKBONES, INPUT_SIZE, Backbone, Conv3x3Factory, plain_conv3x3
+from .backbones import BACKBONES, EMBEDDING_DIM, INPUT_SIZE, Backbone, Conv3x3Factory, plain_conv3x3
 from .registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -31,6 +31,15 @@ class ModelConfig:
     head: Optional[str] = None  # None: the backbone's own default (fc for IR, gdc for MobileFaceNet)
     dropout: float = 0.0
     options: Dict[str, Any] = field(default_factory=dict)  # method-specific, validated by the method
+    embedding_dim: int = EMBEDDING_DIM
+    # The (height, width) centre crop of the aligned 112x112 face the network sees.
+    input_size: Tuple[int, int] = (INPUT_SIZE, INPUT_SIZE)
+    # BatchNorm epsilons that differ from torch's 1e-5 (imported weights keep their source's):
+    # "*" sets every BN layer, a module path sets one ("backbone.head.1.bn").
+    bn_eps: Dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.input_size = tuple(int(v) for v in self.input_size)
 
     @property
     def name(self) -> str:
@@ -81,7 +90,8 @@ class FaceModel(nn.Module):
         self.config = dataclasses.replace(config, options={**self.default_options, **config.options})
         head = {} if config.head is None else {"head": config.head}
         self.backbone: Backbone = BACKBONES.get(config.backbone)(
-            width=config.width, dropout=config.dropout, conv3x3=self.conv3x3_factory(), **head)
+            width=config.width, dropout=config.dropout, conv3x3=self.conv3x3_factory(),
+            embedding_dim=config.embedding_dim, input_size=config.input_size, **head)
 
     @property
     def options(self) -> Dict[str, Any]:
@@ -124,6 +134,22 @@ class FaceModel(nn.Module):
     def no_weight_decay(self) -> List[str]:
         """Names of parameters the optimiser must not decay (SCAN's t)."""
         return []
+
+    def init_from(self, trained: "FaceModel") -> List[str]:
+        """Start from a trained plain model of the same backbone (fine-tuning).
+
+        Every tensor of `trained` must land in this model under the same name and shape;
+        returns the names of this model's own tensors left at their initialisation. Methods
+        whose layers replace backbone layers (SCAN) or heads (HPDA) override this so the
+        untrained method computes `trained` as closely as the method allows.
+        """
+        source, target = trained.state_dict(), self.state_dict()
+        misfits = [k for k in source if k not in target or target[k].shape != source[k].shape]
+        if misfits:
+            raise ValueError(f"{self.name}: cannot start from {trained.name}: {len(misfits)} tensor(s) have no "
+                             f"same-shaped place here, e.g. {misfits[:3]}")
+        self.load_state_dict({**target, **source})
+        return sorted(set(target) - set(source))
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -176,4 +202,24 @@ def build(name_or_config, **overrides) -> FaceModel:
         (arch if key in fields else options)[key] = value
     options.update(arch.pop("options", {}))
     config = dataclasses.replace(config, **arch, options=options)
-    return METHODS.get(config.method)(config)
+    model = METHODS.get(config.method)(config)
+    set_bn_eps(model, config.bn_eps)
+    return model
+
+
+def inherit_bn_eps(model: "FaceModel", eps: Dict[str, float]) -> None:
+    """Give a model built to start from a trained one that model's BatchNorm epsilons,
+    skipping layers it does not have (a method that replaced the head); kept in its config."""
+    norms = {name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    model.config.bn_eps = {k: v for k, v in eps.items() if k == "*" or k in norms}
+    set_bn_eps(model, model.config.bn_eps)
+
+
+def set_bn_eps(model: nn.Module, eps: Dict[str, float]) -> None:
+    """Apply a config's BatchNorm epsilons ("*" for all, else per module path)."""
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    unknown = sorted(set(eps) - set(norms) - {"*"})
+    if unknown:
+        raise ValueError(f"{model.name}: bn_eps names modules that are not BatchNorm layers: {unknown[:3]}")
+    for name, module in norms.items():
+        module.eps = float(eps.get(name, eps.get("*", module.eps)))

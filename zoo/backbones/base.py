@@ -6,7 +6,7 @@ A backbone is `stem -> blocks (flat list) -> head`. Methods that act between blo
 """
 from __future__ import annotations
 
-from typing import Callable, List, Protocol
+from typing import List, Protocol, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -46,9 +46,22 @@ class Backbone(nn.Module):
     head: nn.Module
     block_channels: List[int]
     block_stage: List[int]
+    input_size: Tuple[int, int] = (INPUT_SIZE, INPUT_SIZE)
+
+    def begin(self, images: torch.Tensor) -> torch.Tensor:
+        """The stem applied to the network's view of the aligned 112x112 face.
+
+        A network trained on a narrower crop (CASIA's 112x96 MobileFaceNet sees columns
+        8:104) keeps the one input contract of the zoo and takes its centre crop here.
+        """
+        height, width = self.input_size
+        top, left = (images.shape[-2] - height) // 2, (images.shape[-1] - width) // 2
+        if (top, left) != (0, 0):
+            images = images[..., top:top + height, left:left + width]
+        return self.stem(images)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.stem(images)
+        x = self.begin(images)
         for block in self.blocks:
             x = block(x)
         return x
@@ -70,11 +83,11 @@ class EmbeddingHead(nn.Module):
     """
 
     def __init__(self, channels: int, kind: str = "fc", dropout: float = 0.0,
-                 embedding_dim: int = EMBEDDING_DIM, spatial: int = 7):
+                 embedding_dim: int = EMBEDDING_DIM, spatial: Tuple[int, int] = (7, 7)):
         super().__init__()
         if kind == "fc":
             self.reduce = nn.Sequential(nn.BatchNorm2d(channels), nn.Dropout(dropout), nn.Flatten())
-            in_features = channels * spatial * spatial
+            in_features = channels * spatial[0] * spatial[1]
         elif kind == "gdc":
             self.reduce = nn.Sequential(
                 nn.Conv2d(channels, channels, spatial, groups=channels, bias=False),
@@ -89,4 +102,14 @@ class EmbeddingHead(nn.Module):
         return self.bn(self.fc(self.reduce(x)))
 
 
-BackboneFactory = Callable[..., Backbone]
+def check_input_size(input_size: Sequence[int]) -> Tuple[int, int]:
+    """A (height, width) crop of the 112x112 face that four stride-2 stages divide evenly."""
+    size = tuple(int(v) for v in input_size)
+    if len(size) != 2 or any(v < 16 or v > INPUT_SIZE or v % 16 for v in size):
+        raise ValueError(f"input_size must be (height, width), multiples of 16 up to {INPUT_SIZE}, got {input_size!r}")
+    return size
+
+
+def final_grid(input_size: Tuple[int, int]) -> Tuple[int, int]:
+    """Feature-map size after the four stride-2 stages every backbone has (112 -> 7)."""
+    return input_size[0] // 16, input_size[1] // 16
