@@ -8,6 +8,7 @@ learning rate is a pure function of the step.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from tqdm import tqdm
 import zoo
 from zoo.checkpoint import swap_in
 from train.data.degrade import gaussian_blur
+from train.data.paths import cache_root
 from train.losses import build_loss
 from train.recorders import EpochRecorders
 from train.steps import step_for
@@ -96,7 +98,7 @@ class Trainer:
         self.head = build_loss(loss_cfg.pop("name"), data.num_classes, self.model.config.embedding_dim,
                                **loss_cfg).to(self.device)
         if config["init"]["head"] == "centres":
-            start_at_class_centres(self.head, self.model, data, self.device)
+            start_at_class_centres(self.head, self.model, data, self.device, config["init"]["from"])
         elif config["init"]["head"] != "random":
             raise ValueError(f"init.head must be 'random' or 'centres', got {config['init']['head']!r}")
         run = config["run"]
@@ -288,14 +290,37 @@ def build_model(config: Dict[str, Any]):
 
 
 @torch.no_grad()
-def start_at_class_centres(head: nn.Module, model: zoo.FaceModel, data: "PackedFaces", device) -> None:
+def start_at_class_centres(head: nn.Module, model: zoo.FaceModel, data: "PackedFaces", device, source: str) -> None:
     """Class matrix = each identity's mean (normalised) embedding under the starting model, so a
-    pretrained model's first steps refine its embedding instead of chasing a random head."""
+    pretrained model's first steps refine its embedding instead of chasing a random head.
+
+    Every method's `init_from` starts at the checkpoint's embedding, so the centres depend only
+    on (checkpoint, faces): they are cached in cache/centres/ and shared by the methods.
+    """
+    key = hashlib.sha1(f"{source}|{_fingerprint(source)}|{data.path}|{len(data)}|{int(data.labels.sum())}|"
+                       f"{data.num_classes}".encode()).hexdigest()[:16]
+    path = cache_root(None) / "centres" / f"{key}.safetensors"
+    if path.is_file():
+        head.weight.copy_(load_file(str(path))["centres"].to(head.weight.device))
+        return
     sums = torch.zeros(data.num_classes, model.config.embedding_dim)
     for start in tqdm(range(0, len(data), 256), desc="class centres", unit="batch", leave=False):
         faces = to_model_input(data.images[start:start + 256], torch.zeros(0, dtype=torch.bool))
         sums.index_add_(0, data.labels[start:start + 256], model.embed(faces.to(device)).cpu())
-    head.weight.copy_(torch.nn.functional.normalize(sums, dim=1).to(head.weight.device))
+    centres = torch.nn.functional.normalize(sums, dim=1)
+    head.weight.copy_(centres.to(head.weight.device))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file({"centres": centres.contiguous()}, str(staging))
+    staging.replace(path)
+
+
+def _fingerprint(source: str) -> str:
+    """Size and mtime of a checkpoint's weights: a re-imported checkpoint gets new centres."""
+    folder = Path(zoo.LOCAL_ZOO) / source if (Path(zoo.LOCAL_ZOO) / source).is_dir() else Path(source)
+    weights = folder / "model.safetensors"
+    stat = weights.stat() if weights.is_file() else None
+    return f"{stat.st_size}-{stat.st_mtime_ns}" if stat else "?"
 
 
 def blur_some(faces: torch.Tensor, fraction: float, sigma_range) -> torch.Tensor:

@@ -152,13 +152,14 @@ def publish(args: argparse.Namespace) -> str:
         raise ValueError("--revision names a hub branch: use it with --repo-id")
     if args.eval is not None and not args.eval.is_file():
         raise FileNotFoundError(f"--eval {args.eval}: no such file")
-    as_is = None
+    as_is = imported = None
     if (source / STATE_DIR / "state.json").is_file():
         model, training = read_run(source)
         eval_path = args.eval or (source / "eval.json" if (source / "eval.json").is_file() else None)
     elif (source / CONFIG_FILE).is_file():
         model = zoo.load_checkpoint(source)
-        training = zoo.read_config(source).get("training")
+        stored = zoo.read_config(source)
+        training, imported = stored.get("training"), stored.get("imported_from")
         eval_path = args.eval
         as_is = source if eval_path is None else None
     else:
@@ -168,8 +169,8 @@ def publish(args: argparse.Namespace) -> str:
     name = args.repo_id or args.local
     text = extra = None
     if as_is is None:
-        text = card.render(model, training, metrics, name=name)
-        extra = card.extra_config(training, metrics)
+        text = card.render(model, training, metrics, name=name, imported=imported)
+        extra = {**card.extra_config(training, metrics), **({"imported_from": imported} if imported else {})}
     if args.local:
         folder = write_local(model, as_is, args.local, args.force, text, extra)
         return f"wrote {model.name} to {folder}"

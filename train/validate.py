@@ -106,6 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--conditions", default="clean,blur2,blur4",
                         help="comma-separated test conditions (default clean,blur2,blur4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the identity split and the pairs")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN",
                         help="print a table of finished validation runs instead of training")
     return parser.parse_args(argv)
@@ -113,6 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         if args.compare:
             print(compare(args.compare))

@@ -35,6 +35,7 @@ train() {  # NAME RECIPE MODEL: fine-tune, publish into the local zoo, evaluate,
   python -m train.publish "runs/$name" --local "$name" --eval "runs/$name/eval.json" --force
 }
 (
+  mkdir -p runs/mobilefacenet.y1 && evaluate mobilefacenet.y1
   train sranet-mobilefacenet.fss-ft finetune sranet-mobilefacenet
   train mobilefacenet.fss-ft-npcface finetune-npcface mobilefacenet
   train hpda-mobilefacenet.fss-ft finetune hpda-mobilefacenet
@@ -47,5 +48,5 @@ train() {  # NAME RECIPE MODEL: fine-tune, publish into the local zoo, evaluate,
   train scan-mobilefacenet.fss-ft-blur finetune-blur scan-mobilefacenet
 ) &
 wait
-mkdir -p runs/mobilefacenet.y1
-evaluate mobilefacenet.y1
+python -m train.publish zoo/checkpoints/mobilefacenet.y1 --local mobilefacenet.y1 --eval runs/mobilefacenet.y1/eval.json --force
+python bench/method_vs_baseline.py

@@ -102,9 +102,15 @@ def extra_config(training: Optional[Dict[str, Any]] = None,
 
 def render(model: FaceModel, training: Optional[Dict[str, Any]] = None,
            metrics: Optional[Dict[str, Any]] = None, name: Optional[str] = None,
-           license_name: str = "research-only") -> str:
-    """The README.md of a checkpoint: front matter, model, data, recipe, metrics, use and limits."""
+           license_name: str = "research-only", imported: Optional[Dict[str, Any]] = None) -> str:
+    """The README.md of a checkpoint: front matter, model, data, recipe, metrics, use and limits.
+
+    `imported`: the provenance `zoo.importers` recorded for weights trained elsewhere; the
+    card then says where they come from instead of a FaceScope training record.
+    """
     name = name or model.name
+    if imported:
+        training = None
     facescope_small = training is not None and _is_facescope_small(training)
     front = ModelCardData(
         library_name="facescope", license="other", license_name=license_name,
@@ -112,12 +118,17 @@ def render(model: FaceModel, training: Optional[Dict[str, Any]] = None,
         datasets=["lfw", "celeba"] if facescope_small else None,
         metrics=["accuracy", "roc_auc"] if metrics is not None else None)
     parts = [f"---\n{front.to_yaml()}\n---\n", f"# {name}\n", _model_section(model, name, training)]
-    parts.append(_init_section(training))
-    parts.append(_data_section(training, facescope_small))
-    parts.append(_recipe_section(training))
-    parts.append(_metrics_section(metrics, (training or {}).get("init")))
+    if imported:
+        parts.append(_imported_section(imported))
+        origin = {"from": imported.get("source"), "trained_on": imported.get("note")}
+    else:
+        parts.append(_init_section(training))
+        parts.append(_data_section(training, facescope_small))
+        parts.append(_recipe_section(training))
+        origin = (training or {}).get("init")
+    parts.append(_metrics_section(metrics, origin))
     parts.append(f"## Intended use\n\n{INTENDED_USE}\n")
-    limits = LIMITS[1:] if (training or {}).get("init") else LIMITS
+    limits = LIMITS[1:] if origin else LIMITS
     parts.append("## Limits\n\n" + "".join(f"- {item}\n" for item in limits))
     return "\n".join(parts)
 
@@ -153,6 +164,14 @@ def _init_section(training: Optional[Dict[str, Any]]) -> str:
         if init.get(key):
             lines.append(f"- {label}: {init[key]}")
     return "\n".join(lines) + "\n"
+
+
+def _imported_section(imported: Dict[str, Any]) -> str:
+    """Provenance of imported weights: not trained by FaceScope, so no recipe of its own."""
+    files = "".join(f"- `{Path(f['path']).name}`, SHA-256 `{f['sha256']}`\n" for f in imported.get("files", []))
+    return (f"## Initialisation and training\n\nImported unchanged (format `{imported.get('format')}`) from "
+            f"`{imported.get('source')}`; not trained by FaceScope.\n\n{files}\n"
+            f"- trained on: {imported.get('note') or 'not recorded'}\n- licence: {imported.get('licence')}\n")
 
 
 def _data_section(training: Optional[Dict[str, Any]], facescope_small: bool) -> str:

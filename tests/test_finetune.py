@@ -1,0 +1,108 @@
+"""Fine-tuning from a zoo checkpoint: recipes with a base, the start, learning-rate groups,
+blur augmentation and the held-out validation used to choose the schedule."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from faces import lfw_identities
+from train import validate
+from train.config import ConfigError, load_recipe
+from train.data.degrade import gaussian_blur
+from train.engine import PackedFaces, Trainer, blur_some, to_model_input
+
+REFERENCE = "mobilefacenet.y1"  # the imported InsightFace model: stays in the embedded zoo
+SHORT = ["run.max_steps=3", "run.log_every=1", "optim.batch_size=16", "run.checkpoint_every=1000"]
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    images, labels = lfw_identities(people=8, per_person=6)
+    path = tmp_path_factory.mktemp("data") / "faces.npz"
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACESCOPE_CACHE", str(tmp_path / "cache"))
+
+
+def test_recipe_base_replaces_whole_sections(tmp_path):
+    npc = load_recipe("finetune-npcface")
+    assert npc["loss"] == {"name": "npcface", "s": 32.0}  # no ArcFace m inherited
+    assert npc["init"] == load_recipe("finetune")["init"] and npc["recipe"] == "finetune-npcface"
+    assert load_recipe("finetune-blur")["augment"]["blur_fraction"] == 0.5
+    loop = tmp_path / "a.toml"
+    loop.write_text(f'base = "{loop}"\n')
+    with pytest.raises(ConfigError, match="loop"):
+        load_recipe(str(loop))
+
+
+def test_finetune_starts_at_the_checkpoint(packed, tmp_path):
+    """The model inherits the checkpoint's size and BN eps, starts at its weights, the class
+    matrix at the identities' mean embeddings, and pretrained tensors train at backbone_lr."""
+    reference = zoo.load(REFERENCE)
+    config = load_recipe("finetune", SHORT)
+    trainer = Trainer(config, PackedFaces(packed), tmp_path, device="cpu", progress=False)
+    model = trainer.model
+    assert model.config.embedding_dim == 128 and model.config.bn_eps == reference.config.bn_eps
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    faces = to_model_input(trainer.data.images, torch.zeros(0, dtype=torch.bool))
+    nearest = trainer.head.cosine(model.embed(faces)).argmax(1)
+    assert (nearest == trainer.data.labels).float().mean() > 0.9  # centres of real identities
+    scales = {g["lr_scale"] for g in trainer.optimizer.param_groups}
+    assert scales == {1.0, config["init"]["backbone_lr"] / config["optim"]["lr"]}
+    trainer.fit()
+    for group in trainer.optimizer.param_groups:
+        assert group["lr"] == pytest.approx(config["optim"]["lr"] * group["lr_scale"])
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(np.isfinite(r["loss"]) for r in log)
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert state["architecture"]["embedding_dim"] == 128  # publish rebuilds from this
+
+
+def test_finetune_refuses_a_method_checkpoint(packed, tmp_path):
+    method = zoo.build("scan-mobilefacenet", width=0.25)
+    zoo.save(method, tmp_path / "scan")
+    with pytest.raises(ValueError, match="starts from a plain one"):
+        Trainer(load_recipe("finetune", [*SHORT, f"init.from='{tmp_path / 'scan'}'"]), PackedFaces(packed),
+                tmp_path / "run", device="cpu", progress=False)
+
+
+def test_blur_augmentation_blurs_the_chosen_fraction():
+    images, _ = lfw_identities(people=4, per_person=4)
+    faces = torch.from_numpy(images)
+    torch.manual_seed(3)
+    out = blur_some(faces, 0.5, [2.0, 2.0])
+    changed = [i for i in range(len(faces)) if not torch.equal(out[i], faces[i])]
+    assert 3 <= len(changed) <= 13  # about half of 16, seeded
+    for i in changed:
+        assert np.array_equal(out[i].numpy(), gaussian_blur(images[i], 2.0))
+    assert torch.equal(blur_some(faces, 0.0, [0.5, 4.0]), faces)
+
+
+def test_validation_holds_out_whole_identities(packed, tmp_path):
+    data = PackedFaces(packed)
+    train, held = validate.split_identities(data, 0.25, seed=0)
+    assert len(train) + len(held) == len(data) and held.num_classes == 2 and train.num_classes == 6
+    train_faces = {f.numpy().tobytes() for f in train.images}
+    assert not any(f.numpy().tobytes() in train_faces for f in held.images)
+    first, second, same = validate.validation_pairs(held.labels.numpy(), 40, seed=0)
+    labels = held.labels.numpy()
+    assert same.sum() == (~same).sum() and np.array_equal(labels[first] == labels[second], same)
+
+
+def test_validation_cli_end_to_end(packed, tmp_path, capsys):
+    out = tmp_path / "val"
+    code = validate.main(["finetune", "--data", str(packed), "--out", str(out), "--holdout", "0.25",
+                          "--pairs", "60", "--conditions", "clean,blur4", *sum((["--set", s] for s in SHORT), [])])
+    assert code == 0
+    result = json.loads((out / "validation.json").read_text())
+    assert set(result["held_out"]) == {"clean", "blur4"} and result["held_out_identities"] == 2
+    assert result["before"]["clean"]["accuracy"] > 0.8  # y1 on unseen LFW people
+    assert "| val |" in capsys.readouterr().out
+    assert validate.main(["finetune"]) == 2
