@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import zoo
 from train.engine import STATE_DIR
@@ -45,8 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     target.add_argument("--repo-id", metavar="ORG/NAME", help="upload to this Hugging Face Hub model repo")
     target.add_argument("--local", metavar="NAME", help=f"write into the local zoo ({zoo.LOCAL_ZOO}/NAME)")
     parser.add_argument("--revision", metavar="BRANCH", help="hub branch to commit to (created if needed; default main)")
-    parser.add_argument("--eval", type=Path, metavar="RESULTS.json",
-                        help="metrics from `python -m train.evaluate --out` for the card (default RUN/eval.json)")
+    parser.add_argument("--eval", type=Path, metavar="RESULTS.json", action="append",
+                        help="metrics from `python -m train.evaluate --out` for the card (default RUN/eval.json); "
+                             "repeat to merge runs that measured other conditions of the same model")
     parser.add_argument("--force", action="store_true", help="replace a checkpoint of another architecture")
     parser.add_argument("--private", action="store_true", help="create the hub repo private")
     parser.add_argument("--message", help="hub commit message")
@@ -96,10 +97,29 @@ def _images_per_second(log: Path) -> Optional[float]:
     return statistics.median(rates) if rates else None
 
 
-def read_metrics(path: Path, model: zoo.FaceModel, training: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Compact metrics of a train.evaluate JSON, refused when it measured another model."""
+def merged_evaluation(paths: List[Path]) -> Dict[str, Any]:
+    """train.evaluate JSONs of one model as one: each protocol's conditions side by side."""
+    merged: Dict[str, Any] = {}
+    for path in paths:
+        evaluation = json.loads(path.read_text())
+        if not merged:
+            merged = evaluation
+            continue
+        if evaluation.get("model", {}).get("name") != merged.get("model", {}).get("name"):
+            raise ValueError(f"{path} measured {evaluation.get('model', {}).get('name')!r}, "
+                             f"{paths[0]} measured {merged.get('model', {}).get('name')!r}: not one model")
+        for protocol, entry in evaluation["protocols"].items():
+            target = merged["protocols"].setdefault(protocol, entry)
+            if target is not entry:
+                target["conditions"].update(entry["conditions"])
+    return merged
+
+
+def read_metrics(paths: List[Path], model: zoo.FaceModel, training: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Compact metrics of train.evaluate JSON(s), refused when they measured another model."""
+    path = paths[0]
     try:
-        metrics = card.summarize(json.loads(path.read_text()))
+        metrics = card.summarize(merged_evaluation(paths))
     except KeyError as err:
         raise ValueError(f"{path}: not a train.evaluate results JSON (no {err.args[0]!r} entry)") from None
     measured = metrics["evaluated_model"]
@@ -150,12 +170,13 @@ def publish(args: argparse.Namespace) -> str:
     source: Path = args.source
     if args.revision and not args.repo_id:
         raise ValueError("--revision names a hub branch: use it with --repo-id")
-    if args.eval is not None and not args.eval.is_file():
-        raise FileNotFoundError(f"--eval {args.eval}: no such file")
+    for path in args.eval or []:
+        if not path.is_file():
+            raise FileNotFoundError(f"--eval {path}: no such file")
     as_is = imported = None
     if (source / STATE_DIR / "state.json").is_file():
         model, training = read_run(source)
-        eval_path = args.eval or (source / "eval.json" if (source / "eval.json").is_file() else None)
+        eval_path = args.eval or ([source / "eval.json"] if (source / "eval.json").is_file() else None)
     elif (source / CONFIG_FILE).is_file():
         model = zoo.load_checkpoint(source)
         stored = zoo.read_config(source)

@@ -6,6 +6,7 @@
 # CFP-FF and CFP-FP, clean, blurred (sigma 2, 4 px) and at 28 px, and published with cards.
 #
 #   bash train/zoo_finetune.sh          # resumable: finished runs are skipped, killed ones resume
+#   bash train/zoo_finetune.sh NAME...  # only these zoo models, one after another
 #
 # Two streams of one CPU thread each (faster than one stream of two on a 2-core machine);
 # SRANet's attention makes it the slowest, so it shares its stream with the light models.
@@ -19,11 +20,17 @@ if [ ! -d zoo/checkpoints/mobilefacenet.y1 ]; then
     --licence "InsightFace states its pretrained models are for non-commercial research only; MS-Celeb-1M is a research-only set" \
     --note "InsightFace 'model-y1-test2' MobileFaceNet, trained by InsightFace on MS1M (MS-Celeb-1M, cleaned); published LFW 99.50. Files as committed in liguiyuan/mobilefacenet-ncnn @ 43631161, models/."
 fi
-EVAL=(--protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 --lowres 28 --aligner yunet --quiet)
+# Clean and blurred on all three protocols; low resolution (28 px) on LFW View 1 only, which
+# keeps a model's evaluation at about 7 CPU-minutes (bench/method_vs_baseline.py reads eval.json).
 mkdir -p runs
-evaluate() {  # NAME: evaluate a local zoo model into runs/NAME/eval.json (skipped when done)
-  [ -f "runs/$1/eval.json" ] || OMP_NUM_THREADS=1 python -m train.evaluate --model "$1" "${EVAL[@]}" --out "runs/$1/eval.json"
+evaluate() {  # NAME: evaluate a local zoo model into runs/NAME/eval{,-lowres}.json (skipped when done)
+  local run=(python -m train.evaluate --model "$1" --aligner yunet --quiet)
+  [ -f "runs/$1/eval-lowres.json" ] || OMP_NUM_THREADS=1 "${run[@]}" --protocol lfw-view1 --blur "" --lowres 28 \
+    --out "runs/$1/eval-lowres.json"
+  [ -f "runs/$1/eval.json" ] || OMP_NUM_THREADS=1 "${run[@]}" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 \
+    --out "runs/$1/eval.json"
 }
+EVALS() { echo --eval "runs/$1/eval.json" --eval "runs/$1/eval-lowres.json"; }
 train() {  # NAME RECIPE MODEL: fine-tune, publish into the local zoo, evaluate, publish with the numbers
   local name=$1 recipe=$2 model=$3
   if [ ! -f "runs/$name/eval.json" ]; then
@@ -32,21 +39,23 @@ train() {  # NAME RECIPE MODEL: fine-tune, publish into the local zoo, evaluate,
     python -m train.publish "runs/$name" --local "$name" --force
     evaluate "$name"
   fi
-  python -m train.publish "runs/$name" --local "$name" --eval "runs/$name/eval.json" --force
+  python -m train.publish "runs/$name" --local "$name" $(EVALS "$name") --force
 }
-(
-  mkdir -p runs/mobilefacenet.y1 && evaluate mobilefacenet.y1
-  train sranet-mobilefacenet.fss-ft finetune sranet-mobilefacenet
-  train mobilefacenet.fss-ft-npcface finetune-npcface mobilefacenet
-  train hpda-mobilefacenet.fss-ft finetune hpda-mobilefacenet
-) &
-(
-  train mobilefacenet.fss-ft finetune mobilefacenet
-  train scan-mobilefacenet.fss-ft finetune scan-mobilefacenet
-  train arface-mobilefacenet.fss-ft finetune arface-mobilefacenet
-  train mobilefacenet.fss-ft-blur finetune-blur mobilefacenet
-  train scan-mobilefacenet.fss-ft-blur finetune-blur scan-mobilefacenet
-) &
+declare -A RECIPE=([mobilefacenet.fss-ft]=finetune [scan-mobilefacenet.fss-ft]=finetune
+  [sranet-mobilefacenet.fss-ft]=finetune [arface-mobilefacenet.fss-ft]=finetune [hpda-mobilefacenet.fss-ft]=finetune
+  [mobilefacenet.fss-ft-npcface]=finetune-npcface [mobilefacenet.fss-ft-blur]=finetune-blur
+  [scan-mobilefacenet.fss-ft-blur]=finetune-blur)
+stream() {  # NAME...: train, evaluate and publish these models one after another
+  for name in "$@"; do
+    if [ "$name" = mobilefacenet.y1 ]; then mkdir -p runs/$name && evaluate $name; continue; fi
+    [ -n "${RECIPE[$name]:-}" ] || { echo "unknown zoo model $name; known: ${!RECIPE[*]} mobilefacenet.y1" >&2; exit 2; }
+    train "$name" "${RECIPE[$name]}" "${name%%.*}"
+  done
+}
+if [ $# -gt 0 ]; then stream "$@"; exit; fi   # bash train/zoo_finetune.sh NAME...: just these
+stream mobilefacenet.y1 sranet-mobilefacenet.fss-ft mobilefacenet.fss-ft-npcface hpda-mobilefacenet.fss-ft &
+stream mobilefacenet.fss-ft scan-mobilefacenet.fss-ft arface-mobilefacenet.fss-ft mobilefacenet.fss-ft-blur \
+  scan-mobilefacenet.fss-ft-blur &
 wait
-python -m train.publish zoo/checkpoints/mobilefacenet.y1 --local mobilefacenet.y1 --eval runs/mobilefacenet.y1/eval.json --force
+python -m train.publish zoo/checkpoints/mobilefacenet.y1 --local mobilefacenet.y1 $(EVALS mobilefacenet.y1) --force
 python bench/method_vs_baseline.py
