@@ -194,7 +194,8 @@ def _recipe_section(training: Optional[Dict[str, Any]]) -> str:
     rows = [("recipe", f"`{config.get('recipe', '?')}` (train/configs)"), ("model", model), ("loss", loss),
             ("optimiser", f"SGD, lr {optim['lr']}, momentum {optim['momentum']}, weight decay "
                           f"{optim['weight_decay']}, batch {optim['batch_size']}"),
-            ("schedule", f"{optim['epochs']} epochs, lr x{optim['gamma']} at epochs {optim['milestones']}"
+            ("schedule", (f"{optim['epochs']} epochs, lr x{optim['gamma']} at epochs {optim['milestones']}"
+                          if optim["milestones"] else "constant learning rates")
                          + (f", {optim['warmup_steps']} warm-up steps" if optim.get("warmup_steps") else "")
                          + (f", capped at {config['run']['max_steps']} steps (run.max_steps)"
                             if config.get("run", {}).get("max_steps") else "")),
@@ -233,9 +234,9 @@ def _metrics_section(metrics: Optional[Dict[str, Any]], init: Optional[Dict[str,
     table += "".join("| " + " | ".join(row) + " |\n" for row in rows)
     notes = []
     if init:
-        notes.append(f"**Not identity-disjoint:** the initialisation (`{init['from']}`) was trained on "
-                     f"{init.get('trained_on') or 'data of unknown identity overlap'}, which may share "
-                     "identities with these test sets (MS1M holds many LFW and CFP celebrities).")
+        notes.append(f"**Not identity-disjoint:** these weights start from `{Path(str(init['from'])).name}`, "
+                     "trained on data that may share identities with these test sets (MS1M holds many LFW "
+                     "and CFP celebrities; see the initialisation above).")
     notes += [f"Measured with `python -m train.evaluate` (aligner `{metrics.get('aligner')}`, flip-test "
              f"{'on' if metrics.get('flip_test') else 'off'}); '-' marks a FAR below 1 / negative pairs, which "
              "the protocol cannot measure."]
