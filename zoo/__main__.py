@@ -1,7 +1,9 @@
-"""`python -m zoo list`: every registered model; `python -m zoo local`: the trained local zoo."""
+"""`python -m zoo list`: every registered model; `python -m zoo local`: the trained local zoo;
+`python -m zoo import SOURCE --arch ARCH --out DIR`: a checkpoint made elsewhere -> a zoo checkpoint."""
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 import zoo
 
@@ -29,6 +31,66 @@ def local_table() -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def add_import_parser(sub) -> None:
+    importer = sub.add_parser(
+        "import", help="turn an InsightFace MXNet, safetensors state-dict or ONNX checkpoint into a zoo checkpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+                    "Import a face-recognition checkpoint made elsewhere into a FaceScope checkpoint folder "
+                    "(model.safetensors + config.json + README.md card). Embedding size, input size and every "
+                    "BatchNorm eps are read from the source; layers are matched in order onto ARCH with every "
+                    "shape checked, and the import fails naming the layer when they do not fit. Where the source "
+                    "can run itself (MXNet symbol, ONNX with onnxruntime) the imported model is checked against it "
+                    "before anything is written.", 100),
+        epilog="SOURCE formats:\n"
+               "  mxnet        PREFIX-NNNN.params with PREFIX-symbol.json beside it, or a folder holding the pair\n"
+               "  safetensors  a torch state dict (.safetensors): CASIA MobileFaceNet (Xiaoccer), InsightFace\n"
+               "               iresnet, or FaceScope key names\n"
+               "  onnx         an ONNX graph (.onnx): InsightFace IResNet exports, MobileFaceNet, torch.onnx.export\n"
+               "               of zoo models; BatchNorm folded into the convs is restored\n\n"
+               "examples:\n"
+               "  python -m zoo import ../shared/pretrained/insightface-mobilefacenet-y1 --arch mobilefacenet \\\n"
+               "      --out zoo/checkpoints/insightface-y1 --licence 'InsightFace: non-commercial research only'\n"
+               "  python -m zoo import w600k_r50.onnx --arch ir50 --out ckpt/w600k-r50 --input-std 127.5")
+    importer.add_argument("source", help="the checkpoint to import: a file or a folder (format detected)")
+    importer.add_argument("--arch", required=True,
+                          help="zoo architecture the weights belong to: mobilefacenet, ir18, ir34, ir50, ir100")
+    importer.add_argument("--out", required=True, help="checkpoint folder to write (replaced if it exists)")
+    importer.add_argument("--name", help="title of the model card (default: the --out folder's name)")
+    importer.add_argument("--licence", "--license", dest="licence",
+                          help="licence line for the card (default: \"unknown: check the source's licence\")")
+    importer.add_argument("--note", help="free text for the card: where the weights come from, training data")
+    importer.add_argument("--input-std", type=float,
+                          help="for graphs that leave input normalisation to their caller: the std they expect, "
+                               "(x - 127.5) / STD (default 128, the zoo's; 127.5 for InsightFace's arcface_torch "
+                               "ONNX models)")
+    importer.add_argument("--no-check", action="store_true",
+                          help="skip the comparison with the source's own forward pass")
+
+
+def run_import(args) -> int:
+    import sys
+
+    from zoo.importers import ImporterError, import_checkpoint
+
+    try:
+        out = import_checkpoint(args.source, args.arch, args.out, name=args.name, licence=args.licence,
+                                note=args.note, input_std=args.input_std, check=not args.no_check)
+    except ImporterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    config = zoo.read_config(out)
+    arch, read = config["architecture"], config["imported_from"]["read"]
+    print(f"wrote {out}: {arch['name']}, {arch['embedding_dim']}-d embedding, input {arch['input_size'][0]}x"
+          f"{arch['input_size'][1]}, bn_eps {arch['bn_eps']}")
+    check = read.get("verification")
+    print("checked against " + check["reference"] + f": max difference {check['max_abs_diff']:.2g}" if check else
+          "not checked against the source's own forward pass: measure its accuracy before relying on it")
+    for note in config["imported_from"]["assumed"]:
+        print(f"assumed: {note}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,7 +98,10 @@ def main(argv=None) -> int:
     listing.add_argument("--width", type=float, default=1.0, help="width multiplier for the counts (default 1.0)")
     sub.add_parser("local", help="markdown table of the local zoo's checkpoints with their accuracy "
                                  "(LFW View 1 / CFP, clean and Gaussian-blurred, %%)")
+    add_import_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "import":
+        return run_import(args)
     if args.command == "list":
         for name in zoo.model_names():
             model = zoo.build(name, width=args.width)
