@@ -199,3 +199,28 @@ def test_checkpoint_round_trip_is_bit_exact(faces, tmp_path):
     assert state.keys() == reloaded.keys() and all(torch.equal(state[k], reloaded[k]) for k in state)
     assert torch.equal(loaded.embed(faces), model.embed(faces))
     assert torch.equal(loaded.explain(faces).maps["mask"], model.explain(faces).maps["mask"])
+
+
+def test_pretrained_start_with_every_patch_kept_is_the_plain_model(faces):
+    """ARFace has no keep-all switch; its inference decision is the policy's argmax, which
+    `force_mode` pins to the all-kept mode. Then M = 1 everywhere, no block is masked in eval,
+    and the Feature-Net started by the default init_from is exactly the trained plain model."""
+    torch.manual_seed(1)
+    plain = zoo.build("mobilefacenet", width=0.25, embedding_dim=128)
+    with torch.no_grad():
+        for m in plain.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.momentum = None  # running statistics = this batch's
+        plain.train()(faces)
+    plain.eval()
+    model = zoo.build("arface-mobilefacenet", width=0.25, embedding_dim=128)
+    untrained = model.init_from(plain)
+    assert untrained and all(name.startswith("attention.") for name in untrained)
+    keep_all = mode_index(set())
+    force_mode(model, keep_all)
+    embeddings = model.embed(faces)
+    assert (model.last_modes == keep_all).all() and model.last_masked_blocks == []
+    assert embeddings.shape == (8, 128)
+    assert torch.allclose(embeddings, plain.embed(faces), atol=1e-5)

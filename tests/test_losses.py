@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from train.losses import LOSSES, build_loss
+from train.losses.base import arc_margin, positive, with_positive
 
 NAMES = ["adacos", "am-softmax", "arcface", "arcnegface", "cosface", "curricularface", "mv-softmax",
          "npcface", "softmax", "sphereface"]
@@ -256,17 +257,38 @@ def test_npcface_positive_margin_only_when_positive_cos():
     assert logits[0, 0].item() == pytest.approx(64 * math.cos(math.radians(120) + margin))
 
 
-@pytest.mark.parametrize("detach", [False, True])
-def test_npcface_margin_gradient_reaches_hard_negatives(detach):
-    head = planar_head("npcface", NPC_CLASSES, detach_margin=detach)
+@pytest.mark.parametrize("options, detached", [({}, True), ({"detach_margin": True}, True),
+                                               ({"detach_margin": False}, False)])
+def test_npcface_margin_gradient_reaches_hard_negatives_only_when_asked(options, detached):
+    """Default (FaceX-Zoo): m_i is a constant for backpropagation, so the positive logit pulls
+    only on the ground-truth class; detach_margin=False also reaches the hard classes via m_i."""
+    head = planar_head("npcface", NPC_CLASSES, **options)
+    assert head.detach_margin == detached
     head(embed([40]), torch.tensor([0]))[0, 0].backward()  # the positive logit only
     grad_norms = head.weight.grad.norm(dim=1)
     assert grad_norms[0] > 0 and grad_norms[4] == 0   # ground truth; never-hard class
-    assert bool((grad_norms[1:4] == 0).all()) == detach  # hard classes reach f_y only through m_i
+    assert bool((grad_norms[1:4] == 0).all()) == detached  # hard classes reach f_y only through m_i
+
+
+def test_npcface_detached_margin_gradient_is_the_constant_margin_gradient():
+    """With the default, d loss / d x equals the gradient of the same loss with m_i frozen at
+    its value (Eq. 11 evaluated once, then treated as a number)."""
+    labels = torch.tensor([0, 0, 0])
+    x = embed([40, 5, 120], norm=2.0).requires_grad_()
+    head = planar_head("npcface", NPC_CLASSES)
+    head.loss(x, labels)[0].backward()
+    frozen = head.last["margin"]
+    y = x.detach().clone().requires_grad_()
+    cos = head.cosine(y)
+    mask = head.last["hard_mask"]
+    logits = 64 * with_positive(torch.where(mask, 1.1 * cos + 0.25, cos), labels,
+                                arc_margin(positive(cos, labels), frozen))
+    torch.nn.functional.cross_entropy(logits, labels).backward()
+    torch.testing.assert_close(x.grad, y.grad, rtol=0, atol=1e-12)
 
 
 def test_npcface_gradient_matches_finite_differences():
-    head = planar_head("npcface", NPC_CLASSES)
+    head = planar_head("npcface", NPC_CLASSES, detach_margin=False)  # the full gradient, through m_i
     labels = torch.tensor([0, 0, 0])
     x = embed([40, 5, 120], norm=2.0).requires_grad_()
     assert torch.autograd.gradcheck(lambda e: head.loss(e, labels)[0], (x,))

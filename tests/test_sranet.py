@@ -52,11 +52,12 @@ def test_attention_rows_sum_to_one_with_the_variants_key_count(variant, keys_14x
     assert explanation.maps["spatial_attention/block0"].shape == (2, side, side)
 
 
-def test_untrained_sranet_is_exactly_its_plain_backbone(faces):
+@pytest.mark.parametrize("placement", ["in_block", "after_block"])
+def test_untrained_sranet_is_exactly_its_plain_backbone(placement, faces):
     """Zero-initialised attention BN: every attention term is 0, so only the residual path remains."""
     torch.manual_seed(0)
     plain = zoo.build("ir18", width=WIDTH)
-    sranet = zoo.build("sranet-ir18", width=WIDTH)
+    sranet = zoo.build("sranet-ir18", width=WIDTH, placement=placement)
     sranet.backbone.load_state_dict(plain.backbone.state_dict())
     for mode in (True, False):
         plain.train(mode)
@@ -67,6 +68,83 @@ def test_untrained_sranet_is_exactly_its_plain_backbone(faces):
     for i in range(len(sranet.backbone.blocks)):
         assert torch.equal(explanation.maps[f"channel_mean/block{i}/before"],
                            explanation.maps[f"channel_mean/block{i}/after"])
+
+
+def live_attention(model):
+    """Give every attention BN a non-zero affine map, so the attention terms are live."""
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for module in attention_modules(model, SelfChannelAttention) + attention_modules(model, SelfSpatialAttention):
+            module.bn.weight.copy_(torch.rand(module.bn.weight.shape, generator=generator) + 0.5)
+            module.bn.bias.copy_(torch.rand(module.bn.bias.shape, generator=generator) - 0.5)
+    return model.eval()
+
+
+def test_default_placement_is_inside_the_block_on_the_residual_branch(faces):
+    """Fig. 4: X_R = shortcut(X) + SSA(SCA(R(X))); "after_block": SSA(SCA(R(X) + shortcut(X)))."""
+    torch.manual_seed(0)
+    inside = live_attention(zoo.build("sranet-ir18", width=WIDTH))
+    assert inside.options["placement"] == "in_block"
+    after = live_attention(zoo.build("sranet-ir18", width=WIDTH, placement="after_block"))
+    after.load_state_dict(inside.state_dict())
+    with torch.no_grad():
+        x = inside.backbone.begin(faces[:2])
+        for i in (0, 1):  # block 0 downsamples (1x1 conv shortcut), block 1 has the identity shortcut
+            block, attention = inside.backbone.blocks[i], inside.attention[i]
+            residual, shortcut = block.residual(x), block.shortcut(x)
+            expected_inside = shortcut + attention.spatial(attention.channel(residual)[0])[0]
+            expected_after = attention(residual + shortcut)[0]
+            assert torch.allclose(inside._block(block, attention, x), expected_inside, atol=1e-6)
+            assert torch.allclose(after._block(block, attention, x), expected_after, atol=1e-6)
+            assert not torch.allclose(expected_inside, expected_after, atol=1e-3)
+            x = expected_inside
+        assert not torch.allclose(inside(faces[:2]), after(faces[:2]), atol=1e-3)
+    with pytest.raises(ValueError, match="placement must be one of"):
+        zoo.build("sranet-ir18", width=WIDTH, placement="before_block")
+
+
+def pretrained_like(name, batch, **arch):
+    """A plain model standing in for a trained one: random but fixed weights, BatchNorm affine
+    parameters and running statistics away from their defaults, eval mode."""
+    torch.manual_seed(1)
+    model = zoo.build(name, width=WIDTH, **arch)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.momentum = None  # running statistics = this batch's
+        model.train()(batch)
+    return model.eval()
+
+
+@pytest.mark.parametrize("placement", ["in_block", "after_block"])
+def test_sranet_mobilefacenet_starts_as_the_pretrained_network(placement, faces):
+    arch = {"embedding_dim": 128, "bn_eps": {"*": 1e-3}}
+    plain = pretrained_like("mobilefacenet", faces, **arch)
+    torch.manual_seed(2)
+    model = zoo.build("sranet-mobilefacenet", width=WIDTH, placement=placement, **arch)
+    untrained = model.init_from(plain)
+    assert untrained and all(name.startswith("attention.") for name in untrained)
+    assert len(model.attention) == len(model.backbone.blocks) == 15
+    assert torch.allclose(model.embed(faces), plain.embed(faces), atol=1e-5)
+
+
+def test_explain_on_mobilefacenet(faces):
+    torch.manual_seed(0)
+    model = live_attention(zoo.build("sranet-mobilefacenet", width=WIDTH))
+    explanation = model.explain(faces[:2])
+    sizes = [28] * 5 + [14] * 7 + [7] * 3  # bottleneck stages at 28x28, 14x14, 7x7
+    assert len(explanation.maps) == 3 * len(sizes)
+    for i, size in enumerate(sizes):
+        before, after = (explanation.maps[f"channel_mean/block{i}/{when}"] for when in ("before", "after"))
+        assert before.shape == after.shape == (2, size, size) and not torch.equal(before, after)
+        row = explanation.maps[f"spatial_attention/block{i}"]
+        assert row.shape == (2, (size + 1) // 2, (size + 1) // 2)
+        assert torch.allclose(row.sum(dim=(1, 2)), torch.ones(2), atol=1e-5)
+        assert explanation.values[f"channel_attention/block{i}"].shape[0] == 2
+        assert (f"spatial_attention_matrix/block{i}" in explanation.values) == (size < 28)
+    assert explanation.values["spatial_attention_matrix/block14"].shape == (2, 49, 16)
 
 
 def test_training_reaches_theta_phi_rho_once_the_attention_bn_moves(faces):
@@ -131,8 +209,8 @@ def test_bad_options_and_backbones_are_refused():
         zoo.build("sranet-ir18", width=WIDTH, variant="pooled")
     with pytest.raises(ValueError, match="pool_size must be a positive integer"):
         zoo.build("sranet-ir18", width=WIDTH, pool_size=0)
-    with pytest.raises(ValueError, match="does not support backbone 'mobilefacenet'"):
-        zoo.build("sranet-mobilefacenet", width=WIDTH)
+    with pytest.raises(ValueError, match="does not support backbone 'ir200'"):
+        zoo.build(zoo.ModelConfig("sranet", "ir200"))
 
 
 def test_checkpoint_round_trip_is_bit_exact(faces, tmp_path):

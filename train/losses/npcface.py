@@ -23,7 +23,8 @@ class NPCFace(ClassificationHead):
     fallback cos(theta_y) - m_i sin(m_i) where theta_y + m_i > pi; with
     `positive_margin_only_when_positive_cos=True` (the public code) the margin applies only
     where cos theta_y > 0 and f_y = s cos theta_y elsewhere.
-    Defaults: s=64, t=1.1, alpha=0.25, m0=0.4, m1=0.2 (Sec. V-A; the public code uses alpha=0.20).
+    Defaults: t=1.1, alpha=0.25, m0=0.4, m1=0.2 (Sec. V-A; the public code uses alpha=0.20).
+    The paper gives no logit scale: s=64 is FaceX-Zoo's (the public implementation's) value.
 
     Hard mask, after MV-softmax's mis-classified criterion (Sec. III-E): M_ij = 1 where
     j != y and cos theta_j > the margined positive cosine (the same function as f_y / s).
@@ -39,9 +40,13 @@ class NPCFace(ClassificationHead):
     cos(theta_y + 0.5) even where cos theta_y <= 0; here the criterion always tests the
     positive actually used).
 
-    Gradients: Eq. 11 makes m_i a function of the hard negatives' cosines, and the paper
-    states no stop-gradient, so by default gradients flow through m_i into those cosines
-    (`detach_margin=True` treats m_i as a constant). The mask itself is a step function.
+    Gradients: Eq. 11 makes m_i a function of the hard negatives' cosines. The paper states
+    no stop-gradient either way; FaceX-Zoo computes m_i from a detached copy of the cosines,
+    so m_i is a constant for backpropagation. That is the default here (`detach_margin=True`):
+    the positive logit pulls only on the ground-truth class, and the hard negatives are pushed
+    only through their own logits (Eq. 10). `detach_margin=False` lets the gradient of f_y
+    also flow through m_i into the hard negatives' cosines (and so their class weights).
+    The mask itself is a step function.
 
     Ablations (Table I): m1=0 keeps only the negative emphasis; t=1, alpha=0 only the
     cooperative positive margin.
@@ -52,7 +57,7 @@ class NPCFace(ClassificationHead):
     def __init__(self, num_classes: int, embedding_dim: int = 512, s: float = 64.0, t: float = 1.1,
                  alpha: float = 0.25, m0: float = 0.4, m1: float = 0.2, hard_margin: str = "adaptive",
                  mask_margin: Optional[float] = None, positive_margin_only_when_positive_cos: bool = False,
-                 detach_margin: bool = False):
+                 detach_margin: bool = True):
         super().__init__(num_classes, embedding_dim)
         if hard_margin not in HARD_MARGINS:
             raise ValueError(f"hard_margin must be one of {HARD_MARGINS}, not {hard_margin!r}")

@@ -6,10 +6,13 @@ downsample to 56, 28, 14, 7.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 from torch import nn
 
-from .base import Backbone, Conv3x3Factory, EmbeddingHead, plain_conv3x3, scaled
+from .base import (EMBEDDING_DIM, INPUT_SIZE, Backbone, Conv3x3Factory, EmbeddingHead, check_input_size, final_grid,
+                   plain_conv3x3, scaled)
 from .registry import BACKBONES
 
 UNITS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3)}
@@ -33,14 +36,20 @@ class IRBlock(nn.Module):
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.residual(x) + self.shortcut(x)
+    def forward(self, x: torch.Tensor, refine: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """shortcut(x) + residual(x); `refine` (e.g. SRANet's attention) acts on residual(x) before the add."""
+        out = self.residual(x)
+        if refine is not None:
+            out = refine(out)
+        return out + self.shortcut(x)
 
 
 class IRResNet(Backbone):
     def __init__(self, depth: int, width: float = 1.0, head: str = "fc", dropout: float = 0.0,
-                 conv3x3: Conv3x3Factory = plain_conv3x3):
+                 conv3x3: Conv3x3Factory = plain_conv3x3, embedding_dim: int = EMBEDDING_DIM,
+                 input_size=(INPUT_SIZE, INPUT_SIZE)):
         super().__init__()
+        self.input_size = check_input_size(input_size)
         if depth not in UNITS_PER_STAGE:
             raise ValueError(f"IR-ResNet depth {depth} unsupported; use one of {sorted(UNITS_PER_STAGE)}")
         channels = [scaled(c, width) for c in STAGE_CHANNELS]
@@ -54,7 +63,7 @@ class IRResNet(Backbone):
                 self.block_stage.append(stage)
                 in_channels = out_channels
         self.blocks = nn.ModuleList(blocks)
-        self.head = EmbeddingHead(in_channels, head, dropout)
+        self.head = EmbeddingHead(in_channels, head, dropout, embedding_dim, final_grid(self.input_size))
 
 
 def _register(depth: int) -> None:

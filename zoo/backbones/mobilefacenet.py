@@ -5,10 +5,13 @@ Conv3x3/2 -> depthwise 3x3 -> inverted-residual bottlenecks (expansion t, PReLU)
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 from torch import nn
 
-from .base import Backbone, Conv3x3Factory, EmbeddingHead, plain_conv3x3, scaled
+from .base import (EMBEDDING_DIM, INPUT_SIZE, Backbone, Conv3x3Factory, EmbeddingHead, check_input_size, final_grid,
+                   plain_conv3x3, scaled)
 from .registry import BACKBONES
 
 # (expansion t, output channels c, repeats n, first stride s), as in the paper's Table 1.
@@ -32,15 +35,21 @@ class InvertedResidual(nn.Module):
         )
         self.use_shortcut = stride == 1 and in_channels == out_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, refine: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """x + residual(x), or residual(x) where the shape changes; `refine` (e.g. SRANet's
+        attention) acts on residual(x) before the add."""
         out = self.residual(x)
+        if refine is not None:
+            out = refine(out)
         return x + out if self.use_shortcut else out
 
 
 class MobileFaceNet(Backbone):
     def __init__(self, width: float = 1.0, head: str = "gdc", dropout: float = 0.0,
-                 conv3x3: Conv3x3Factory = plain_conv3x3):
+                 conv3x3: Conv3x3Factory = plain_conv3x3, embedding_dim: int = EMBEDDING_DIM,
+                 input_size=(INPUT_SIZE, INPUT_SIZE)):
         super().__init__()
+        self.input_size = check_input_size(input_size)
         stem_channels = scaled(64, width)
         self.stem = nn.Sequential(
             conv_bn_prelu(conv3x3(3, stem_channels, 2), stem_channels),
@@ -61,7 +70,7 @@ class MobileFaceNet(Backbone):
         final_channels = scaled(512, width)
         self.head = nn.Sequential(
             conv_bn_prelu(nn.Conv2d(in_channels, final_channels, 1, bias=False), final_channels),
-            EmbeddingHead(final_channels, head, dropout),
+            EmbeddingHead(final_channels, head, dropout, embedding_dim, final_grid(self.input_size)),
         )
 
 

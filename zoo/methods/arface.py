@@ -168,7 +168,7 @@ class ARFaceModel(FaceModel):
             self.last_masked_blocks = []
         self.last_modes = modes
         mask = self.mode_mask(modes).to(images.dtype)
-        x = self.backbone.stem(images * mask)
+        x = self.backbone.begin(images * mask)
         for index, block in enumerate(self.backbone.blocks):
             x = block(x)
             if index in self.last_masked_blocks:

@@ -5,22 +5,39 @@ decay, kept positive) and works on the Gaussian scale-space of its input:
 
     k_s = t^(gamma*m) * crop3x3(k (*) g_t),   gamma*m = 1,
 
-g_t a 5x5 Gaussian of variance t normalised to sum 1 over its support (so t -> 0 gives the
-unit impulse), crop3x3 the centre of the full 7x7 convolution. The local shortcut (LSC) adds
-an independent plain kernel k_i: f_out = (k_s + k_i) (*) f_in.
+g_t a 5x5 Gaussian of variance t sampled on the integer grid, crop3x3 the centre of the
+full 7x7 convolution. The Gaussian's normalisation is the option `gaussian_norm`:
+- "eq2" (default): Eq. 2's g(x; t) = exp(-|x|^2 / 2t) / (2 pi t) (D = 2). Then
+  k_s = crop3x3(k (*) exp(-|x|^2 / 2t)) / (2 pi): as t -> 0 the blur becomes the unit
+  impulse and k_s -> k / (2 pi), a plain convolution, which is what section 6.2 says of the
+  t's that RMO drives to zero ("these SAC layers reduce to the plain convolution"). The
+  sampled kernel sums to 1 within 3% for 0.3 <= t <= 1.1 and to less for larger t, where the
+  5x5 support cuts the Gaussian's tails (0.86 at t = 2).
+- "sum": g_t normalised to sum 1 over its 5x5 support (the first FaceScope reading). Then
+  t -> 0 gives k_s = t k -> 0: the scale kernel vanishes instead of reducing to a plain conv.
+The local shortcut (LSC) adds an independent plain kernel k_i: f_out = (k_s + k_i) (*) f_in.
 
 Response-maximisation objective (RMO), per SAC layer: L_scale = exp(-lambda ||f_out||_2 / (H W)),
 ||.||_2 the Frobenius norm of one sample's output, averaged over the batch; the model's
 auxiliary loss is the sum over layers (the paper adds L_scale to the recognition loss). Its
-gradient reaches only that layer's own kernel parameters: the term reuses the forward output
-and backpropagates through a weight-only convolution gradient, never into the layer input.
+gradient reaches only that layer's scale kernel k_s, i.e. its k and t (supplement Fig. 8: "the
+gradients with respect to k_s are derived from the combination of RMO and recognition
+loss"): the term reuses the forward output and backpropagates through a weight-only
+convolution gradient taken with respect to k_s, never into the layer input nor into the
+shortcut kernel k_i, which the recognition loss alone trains.
 
 For inference `fold()` merges k_s + k_i into one plain conv: the result is the plain
 backbone (same parameter count and layers) plus each layer's t kept in the config, which
 is all a scale map needs.
+
+Fine-tuning (`ScanModel.init_from`): every 3x3 conv W of a trained plain model goes to its SAC
+layer so that the merged kernel is W: k = W, t = its initial value, k_i = W - k_s(W, t).
+Without LSC, k solves k_s(k, t) = W (k_s is linear in k, a per-filter 9x9 operator,
+invertible for moderate t). The untrained SCAN model then computes the plain model.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Dict, List
 
@@ -31,14 +48,20 @@ from torch import nn
 from ..model import METHODS, Explanation, FaceModel, ModelConfig, build, check_images
 
 GAUSSIAN_SIZE = 5
+GAUSSIAN_NORMS = ("eq2", "sum")
 
 
-def gaussian_kernels(t: torch.Tensor) -> torch.Tensor:
-    """(C,) variances -> (C,5,5) Gaussians, each summing to 1."""
+def gaussian_kernels(t: torch.Tensor, norm: str = "eq2") -> torch.Tensor:
+    """(C,) variances -> (C,5,5) sampled Gaussians: Eq. 2's 1/(2 pi t) factor ("eq2") or
+    normalised to sum 1 over the 5x5 support ("sum")."""
+    if norm not in GAUSSIAN_NORMS:
+        raise ValueError(f"gaussian_norm must be one of {GAUSSIAN_NORMS}, got {norm!r}")
     r = torch.arange(GAUSSIAN_SIZE, dtype=t.dtype, device=t.device) - GAUSSIAN_SIZE // 2
     sq = (r[:, None] ** 2 + r[None, :] ** 2)
     g = torch.exp(-sq[None] / (2 * t[:, None, None]))
-    return g / g.sum(dim=(1, 2), keepdim=True)
+    if norm == "sum":
+        return g / g.sum(dim=(1, 2), keepdim=True)
+    return g / (2 * math.pi * t[:, None, None])
 
 
 def _centre_crop_operator(device) -> torch.Tensor:
@@ -48,14 +71,20 @@ def _centre_crop_operator(device) -> torch.Tensor:
     return offset
 
 
-def scale_kernel(weight: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def scale_kernel(weight: torch.Tensor, t: torch.Tensor, norm: str = "eq2") -> torch.Tensor:
     """k_s = t * crop3x3(k (*) g_t) for a (C_out, C_in, 3, 3) kernel and (C_out,) scales."""
-    g = gaussian_kernels(t)
+    g = gaussian_kernels(t, norm)
     off = _centre_crop_operator(weight.device)
     # blur[o, i, a, j, b] = g[o, i-a+2, j-b+2]
     blur = g[:, off[:, :, None, None], off[None, None, :, :]]
     blurred = torch.einsum("ocab,oiajb->ocij", weight, blur)
     return t[:, None, None, None] * blurred
+
+
+def scale_operator(t: torch.Tensor, norm: str = "eq2") -> torch.Tensor:
+    """(C_out, 9, 9): the linear map k -> k_s of each filter, on flattened 3x3 kernels."""
+    basis = torch.eye(9, dtype=t.dtype, device=t.device).view(1, 9, 3, 3).expand(len(t), 9, 3, 3)
+    return scale_kernel(basis, t, norm).flatten(2).transpose(1, 2)  # column q: k_s of basis kernel q
 
 
 class _WeightOnlyConvGrad(torch.autograd.Function):
@@ -82,10 +111,13 @@ class ScaleAttentionConv2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, groups: int = 1,
                  shortcut: bool = True, rmo: bool = True, rmo_lambda: float = 1.0,
-                 t_init: float = 1.0, t_min: float = 1e-4):
+                 t_init: float = 1.0, t_min: float = 1e-4, gaussian_norm: str = "eq2"):
         super().__init__()
+        if gaussian_norm not in GAUSSIAN_NORMS:
+            raise ValueError(f"gaussian_norm must be one of {GAUSSIAN_NORMS}, got {gaussian_norm!r}")
         self.stride, self.groups = stride, groups
         self.rmo, self.rmo_lambda, self.t_min = rmo, rmo_lambda, t_min
+        self.gaussian_norm = gaussian_norm
         shape = (out_channels, in_channels // groups, 3, 3)
         self.weight = nn.Parameter(torch.empty(shape))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -101,21 +133,47 @@ class ScaleAttentionConv2d(nn.Module):
     def positive_t(self) -> torch.Tensor:
         return self.t.clamp(min=self.t_min)
 
+    def scale_kernel(self) -> torch.Tensor:
+        """k_s of every filter (a function of k and t)."""
+        return scale_kernel(self.weight, self.positive_t, self.gaussian_norm)
+
     def merged_kernel(self) -> torch.Tensor:
-        kernel = scale_kernel(self.weight, self.positive_t)
+        kernel = self.scale_kernel()
         return kernel if self.shortcut_weight is None else kernel + self.shortcut_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = self.merged_kernel()
+        scale = self.scale_kernel()
+        kernel = scale if self.shortcut_weight is None else scale + self.shortcut_weight
         out = F.conv2d(x, kernel, stride=self.stride, padding=1, groups=self.groups)
         if self.training and self.rmo and torch.is_grad_enabled():
-            local = _WeightOnlyConvGrad.apply(out.detach(), x.detach(), kernel, self.stride, self.groups)
+            # d L_scale / d k_u is handed to k_s only: k_i stays out of RMO (supplement Fig. 8).
+            local = _WeightOnlyConvGrad.apply(out.detach(), x.detach(), scale, self.stride, self.groups)
             h, w = out.shape[-2:]
             norms = local.flatten(1).norm(dim=1)
             self.rmo_loss = torch.exp(-self.rmo_lambda * norms / (h * w)).mean()
         else:
             self.rmo_loss = None
         return out
+
+    @torch.no_grad()
+    def set_merged_kernel(self, kernel: torch.Tensor) -> None:
+        """Make k_s + k_i equal `kernel` (a trained plain conv's weight) at the current t.
+
+        With LSC: k = kernel, k_i = kernel - k_s(kernel, t). Without: k solves k_s(k, t) = kernel.
+        Computed in float64 so the merged kernel matches `kernel` to float32 rounding.
+        """
+        if kernel.shape != self.weight.shape:
+            raise ValueError(f"kernel of shape {tuple(kernel.shape)} does not fit a SAC layer of "
+                             f"shape {tuple(self.weight.shape)}")
+        target = kernel.detach().to(torch.float64)
+        t = self.positive_t.detach().to(torch.float64)
+        if self.shortcut_weight is not None:
+            self.weight.copy_(target)
+            self.shortcut_weight.copy_(target - scale_kernel(target, t, self.gaussian_norm))
+        else:
+            flat = target.flatten(2).transpose(1, 2)  # (C_out, 9, C_in)
+            solved = torch.linalg.solve(scale_operator(t, self.gaussian_norm), flat)
+            self.weight.copy_(solved.transpose(1, 2).reshape(target.shape))
 
     def folded(self) -> nn.Conv2d:
         out_channels, in_per_group = self.weight.shape[:2]
@@ -126,7 +184,8 @@ class ScaleAttentionConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, stride={self.stride}, "
-                f"groups={self.groups}, shortcut={self.shortcut_weight is not None}, rmo={self.rmo}")
+                f"groups={self.groups}, shortcut={self.shortcut_weight is not None}, rmo={self.rmo}, "
+                f"gaussian_norm={self.gaussian_norm!r}")
 
 
 def scale_map(response: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -176,11 +235,20 @@ class _ScaleMapMixin:
 class ScanModel(_ScaleMapMixin, FaceModel):
     """Any backbone with every 3x3 conv (stem included) replaced by a ScaleAttentionConv2d.
 
-    Options give the paper's ablation rows: `shortcut` (LSC) and `rmo` on/off.
+    Options give the paper's ablation rows: `shortcut` (LSC) and `rmo` on/off; `rmo_lambda`
+    (lambda, 1), `t_init` (1), `t_min` (the clamp keeping t positive) and `gaussian_norm`
+    ("eq2", Eq. 2's 1/(2 pi t); "sum": normalised to sum 1; see the module docstring).
     """
 
     method = "scan"
-    default_options = {"shortcut": True, "rmo": True, "rmo_lambda": 1.0, "t_init": 1.0, "t_min": 1e-4}
+    default_options = {"shortcut": True, "rmo": True, "rmo_lambda": 1.0, "t_init": 1.0, "t_min": 1e-4,
+                       "gaussian_norm": "eq2"}
+
+    def __init__(self, config: ModelConfig):
+        norm = {**self.default_options, **config.options}["gaussian_norm"]
+        if norm not in GAUSSIAN_NORMS:
+            raise ValueError(f"{config.name}: gaussian_norm must be one of {GAUSSIAN_NORMS}, got {norm!r}")
+        super().__init__(config)
 
     def conv3x3_factory(self):
         options = dict(self.options)
@@ -210,11 +278,34 @@ class ScanModel(_ScaleMapMixin, FaceModel):
     def learnt_t(self) -> Dict[str, torch.Tensor]:
         return {key: m.positive_t.detach().clone() for key, m in self.scale_convs().items()}
 
+    def init_from(self, trained: FaceModel) -> List[str]:
+        """Start from a trained plain model: each 3x3 conv's weight W becomes its SAC layer's
+        merged kernel (k = W, t as initialised, k_i = W - k_s(W, t); without LSC k solves
+        k_s(k, t) = W), every other tensor is copied by name. The untrained SCAN model then
+        computes `trained` (to float32 rounding), and so does its fold(). Returns the names of
+        the tensors left at their initialisation: the t's."""
+        source, target = trained.state_dict(), self.state_dict()
+        sac = {name: m for name, m in self.named_modules() if isinstance(m, ScaleAttentionConv2d)}
+        misfits = [k for k in source if k not in target or target[k].shape != source[k].shape]
+        if misfits:
+            raise ValueError(f"{self.name}: cannot start from {trained.name}: {len(misfits)} tensor(s) have no "
+                             f"same-shaped place here, e.g. {misfits[:3]}")
+        missing = [f"{path}.weight" for path in sac if f"{path}.weight" not in source]
+        if missing:
+            raise ValueError(f"{self.name}: cannot start from {trained.name}: it has no 3x3 conv for "
+                             f"{len(missing)} SAC layer(s), e.g. {missing[:3]}")
+        plain = {k: v for k, v in source.items() if k.rpartition(".")[0] not in sac}
+        self.load_state_dict({**target, **plain})
+        derived = set()
+        for path, module in sac.items():
+            module.set_merged_kernel(source[f"{path}.weight"])
+            derived.update({f"{path}.weight", f"{path}.shortcut_weight"})
+        return sorted(set(target) - set(plain) - derived)
+
     def fold(self) -> "FoldedScanModel":
         """The inference model: plain convs holding k_s + k_i, identical outputs."""
-        folded = build(ModelConfig("scan-folded", self.config.backbone, self.config.width, self.config.head,
-                                   self.config.dropout,
-                                   options={"t": {k: v.tolist() for k, v in self.learnt_t().items()}}))
+        folded = build(dataclasses.replace(self.config, method="scan-folded",
+                                           options={"t": {k: v.tolist() for k, v in self.learnt_t().items()}}))
         sac_paths = {name for name, m in self.named_modules() if isinstance(m, ScaleAttentionConv2d)}
         target = folded.state_dict()
         source = self.state_dict()

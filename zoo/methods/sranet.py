@@ -1,7 +1,8 @@
-"""SRANet: self residual attention after every IR block (Ling et al., IEEE Access 2019).
+"""SRANet: self residual attention in every residual block (Ling et al., IEEE Access 2019).
 
-After each residual block of an IR-ResNet, a self channel attention (SCA) and then a self
-spatial attention (SSA) refine the block's output F, each as a residual `F + BN(term)`:
+In each residual block (IR-ResNet's IR block, MobileFaceNet's bottleneck), a self channel
+attention (SCA) and then a self spatial attention (SSA) refine a feature F, each as a
+residual `F + BN(term)`:
 
     SCA  A_C = softmax_rows(pool(theta F) pool(phi F)^T)     (C x C/2)
          F_C = F + BN(A_C rho(F))                            rho: C -> C/2, not pooled
@@ -13,6 +14,18 @@ at least one channel). `pool` is the paper's light reduction, 2x2 average pool +
 (Eqs. 1, 5, 6: the two are summed); the ablation variants use only one of them ("avg",
 "max") or none ("naive": the full HW x HW spatial matrix). Odd maps such as 7x7 are pooled
 with ceil_mode, so a 7x7 map has a 4x4 key grid.
+
+Where the attention sits (`placement`):
+- "in_block" (default): Fig. 4 draws the attention inside the residual block, on the
+  residual branch, before the block's shortcut sum: X_R = X + A(R(X)), A = SSA o SCA, R the
+  block's residual branch ("finally we can obtain the refined feature X_R by residual
+  shortcut learning"). Blocks whose shortcut is a projection (IR's 1x1 conv + BN at a
+  downsampling unit) add that projection instead of X; MobileFaceNet's bottlenecks without a
+  shortcut (stride 2 or a channel change) give A(R(X)).
+- "after_block": the attention on the block's output, A(R(X) + X) (the text's "append them
+  after every residual bottleneck"; FaceScope's first reading).
+With the zero-initialised attention BN (below) both start as the identity, so SRANet starts
+from a trained plain model (`init_from`, by name) computing exactly that model.
 
 Readings of the paper:
 - Eq. 8 normalises over the C/2 columns (its index name says i, its range says C/2); with
@@ -38,6 +51,7 @@ from ..backbones import INPUT_SIZE
 from ..model import METHODS, Explanation, FaceModel, ModelConfig, check_images
 
 VARIANTS = ("light", "naive", "avg", "max")
+PLACEMENTS = ("in_block", "after_block")
 
 
 def reduce_spatial(x: torch.Tensor, variant: str, pool_size: int) -> torch.Tensor:
@@ -127,6 +141,8 @@ class SelfResidualAttention(nn.Module):
 def _check_options(name: str, options: Dict) -> None:
     if options["variant"] not in VARIANTS:
         raise ValueError(f"{name}: variant must be one of {VARIANTS}, got {options['variant']!r}")
+    if options["placement"] not in PLACEMENTS:
+        raise ValueError(f"{name}: placement must be one of {PLACEMENTS}, got {options['placement']!r}")
     for key in ("channel_attention", "spatial_attention"):
         if not isinstance(options[key], bool):
             raise ValueError(f"{name}: {key} must be True or False, got {options[key]!r}")
@@ -138,29 +154,46 @@ def _check_options(name: str, options: Dict) -> None:
 
 @METHODS.register("sranet")
 class SRANetModel(FaceModel):
-    """An IR-ResNet with a SelfResidualAttention after every residual block.
+    """An IR-ResNet or MobileFaceNet with a SelfResidualAttention in every residual block.
 
     Options (paper defaults): `variant` "light" (avg+max pooling; "naive", "avg", "max" for
     Tables 1-2), `channel_attention` / `spatial_attention` True (Table 3: baseline, SSANet,
     SCANet, SRANet), `channel_reduction` 2 (SCA's phi and rho: C -> C/2), `spatial_reduction`
-    16 (SSA's r), `pool_size` 2. The backbone keeps its BN-Dropout-FC-BN head, as in the paper.
+    16 (SSA's r), `pool_size` 2, `placement` "in_block" (Fig. 4: X + A(R(X))) or
+    "after_block" (A(R(X) + X)). The backbone keeps its own head (IR: BN-Dropout-FC-BN, as
+    in the paper; MobileFaceNet: 1x1 conv + GDC). On MobileFaceNet (not in the paper) SCA
+    and SSA refine every bottleneck the same way.
     """
 
     method = "sranet"
-    supported_backbones = ("ir18", "ir34", "ir50", "ir100")
+    supported_backbones = ("ir18", "ir34", "ir50", "ir100", "mobilefacenet")
     default_options = {"variant": "light", "channel_attention": True, "spatial_attention": True,
-                       "channel_reduction": 2, "spatial_reduction": 16, "pool_size": 2}
+                       "channel_reduction": 2, "spatial_reduction": 16, "pool_size": 2, "placement": "in_block"}
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         _check_options(self.name, self.options)
-        self.attention = nn.ModuleList(SelfResidualAttention(channels, **self.options)
+        attention_options = {k: v for k, v in self.options.items() if k != "placement"}
+        self.attention = nn.ModuleList(SelfResidualAttention(channels, **attention_options)
                                        for channels in self.backbone.block_channels)
 
+    def _block(self, block: nn.Module, attention: SelfResidualAttention, x: torch.Tensor,
+               keep: Optional[list] = None) -> torch.Tensor:
+        """One block with its attention where `placement` puts it; `keep` collects (A_C, A_S)."""
+        def refine(features: torch.Tensor) -> torch.Tensor:
+            refined, channel_attention, spatial_attention = attention(features)
+            if keep is not None:
+                keep.append((channel_attention, spatial_attention))
+            return refined
+
+        if self.options["placement"] == "in_block":
+            return block(x, refine=refine)
+        return refine(block(x))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.backbone.stem(images)
+        x = self.backbone.begin(images)
         for block, attention in zip(self.backbone.blocks, self.attention):
-            x = attention(block(x))[0]
+            x = self._block(block, attention, x)
         return self.backbone.head(x)
 
     @torch.no_grad()
@@ -168,10 +201,12 @@ class SRANetModel(FaceModel):
         """Per block i (0-based index into `backbone.blocks`):
 
         maps  "channel_mean/block{i}/before" | "/after": channel mean of the block output without
-              and with its attention (Fig. 6 compares these), (N, H, W);
+              and with its attention (Fig. 6 compares these), (N, H, W); both from the same
+              block input (the attended network's);
               "spatial_attention/block{i}": the A_S row of `query`, a (y, x) pixel of the
-              112x112 input (default: the centre) mapped onto the block's grid, over the key
-              grid, (N, h', w'); sums to 1.
+              112x112 input (default: the centre) mapped onto the block's grid (through the
+              backbone's centre crop, if its input_size is narrower), over the key grid,
+              (N, h', w'); sums to 1.
         values "channel_attention/block{i}": A_C, (N, C, C/2), every block;
                "spatial_attention_matrix/block{i}": A_S, (N, HW, h'w'), blocks of the last
                two stages only (a 56x56 naive A_S is 3136 x 3136 per face).
@@ -181,25 +216,35 @@ class SRANetModel(FaceModel):
         if not (0 <= query_y < INPUT_SIZE and 0 <= query_x < INPUT_SIZE):
             raise ValueError(f"{self.name}: query {query} is outside the {INPUT_SIZE}x{INPUT_SIZE} input")
         keep_matrix_from = max(self.backbone.block_stage) - 1
+        crop_height, crop_width = self.backbone.input_size  # the network may see a centre crop
+        crop_top, crop_left = (INPUT_SIZE - crop_height) // 2, (INPUT_SIZE - crop_width) // 2
         explanation = Explanation()
         maps, values = explanation.maps, explanation.values
         was_training = self.training
         self.eval()
         try:
-            x = self.backbone.stem(images)
+            x = self.backbone.begin(images)
             for i, (block, attention) in enumerate(zip(self.backbone.blocks, self.attention)):
-                before = block(x)
-                x, channel_attention, spatial_attention = attention(before)
+                before, kept = block(x), []
+                x = self._block(block, attention, x, kept)
+                (channel_attention, spatial_attention), = kept
                 maps[f"channel_mean/block{i}/before"] = before.mean(dim=1)
                 maps[f"channel_mean/block{i}/after"] = x.mean(dim=1)
                 if channel_attention is not None:
                     values[f"channel_attention/block{i}"] = channel_attention
                 if spatial_attention is not None:
-                    h, w = before.shape[-2:]
-                    row, col = math.floor(query_y * h / INPUT_SIZE), math.floor(query_x * w / INPUT_SIZE)
+                    h, w = spatial_attention.shape[1:3]
+                    row = _grid_index(query_y, crop_top, crop_height, h)
+                    col = _grid_index(query_x, crop_left, crop_width, w)
                     maps[f"spatial_attention/block{i}"] = spatial_attention[:, row, col].clone()
                     if self.backbone.block_stage[i] >= keep_matrix_from:
                         values[f"spatial_attention_matrix/block{i}"] = spatial_attention.flatten(3).flatten(1, 2)
         finally:
             self.train(was_training)
         return explanation
+
+
+def _grid_index(coordinate: float, crop_start: int, crop_size: int, cells: int) -> int:
+    """The cell of a `cells`-long feature grid over the crop [crop_start, crop_start + crop_size)
+    of the 112-pixel input that holds input `coordinate` (clamped onto the crop)."""
+    return min(cells - 1, max(0, math.floor((coordinate - crop_start) * cells / crop_size)))
