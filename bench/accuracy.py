@@ -1,14 +1,16 @@
-"""Verification accuracy of every local zoo model and the dlib peer, clean and blurred, with ROC curves.
+"""Verification accuracy of every local zoo model and the pretrained peers, clean and blurred, with ROC curves.
 
 Every model goes through train.evaluate's own protocol code (`evaluate_protocol`: the same
 cached aligned crops, the same blur applied to the 112 px crop, cosine scores, 10-fold
 accuracy, AUC, TAR@FAR) on the project protocol: LFW View 1 test pairs, CFP-FF and CFP-FP,
 at blur sigma 0, 2 and 4. Nothing is reused from earlier evaluations.
 
-The dlib peer (train.peer) is a pretrained model from outside FaceScope, trained on about 3
-million faces; its row says so. It costs ~0.12 CPU-s per image (the ir18 x0.25 zoo
-models a few ms), so work is split into jobs - one per zoo model, one per (peer, blur
-level) - run as `--jobs` parallel processes of one torch thread each.
+The peers (train.peer: dlib's ResNet, trained on about 3 million faces, and OpenCV Zoo's
+SFace, trained on web celebrity faces) are pretrained models from outside FaceScope; their
+rows say so. dlib costs ~0.12 CPU-s per image (SFace and the ir18 x0.25 zoo models a few
+ms), so work is split into jobs - one per zoo model, one per (peer, blur level) - run as
+`--jobs` parallel processes of one torch thread each. Faces are aligned by `--aligner`
+(default YuNet, train.data's default), recorded in every result.
 
 Writes bench/results/accuracy.{json,md}, one evaluate-format JSON per model in
 bench/results/accuracy/ (the schema of `python -m train.evaluate --out`), and ROC curves per
@@ -16,7 +18,7 @@ protocol (every model; solid clean, dashed blur 2, dotted blur 4) as HTML, JSON 
 bench/results/roc/ (see `write_figures`).
 
     python bench/accuracy.py                              # everything (tens of minutes on 2 cores)
-    python bench/accuracy.py --models dlib-resnet --max-pairs 200 --protocols lfw-view1
+    python bench/accuracy.py --models dlib-resnet,sface --max-pairs 200 --protocols lfw-view1
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ sys.path.insert(0, str(REPO))
 import zoo  # noqa: E402
 from bench.common import RESULTS, markdown_table, write_results  # noqa: E402
 from train.data.paths import atomic_write  # noqa: E402
-from train.peer import PEERS, TRAINED_ON  # noqa: E402
+from train.data.align import DEFAULT_ALIGNER, aligner_names  # noqa: E402
+from train.peer import PEER_TRAINED_ON, PEER_TRAINED_SHORT, PEERS, make_peer, peer_key  # noqa: E402
 
 PROTOCOLS = ("lfw-view1", "cfp-ff", "cfp-fp")
 DASH = {0.0: "solid", 2.0: "dash", 4.0: "dot"}
@@ -55,7 +58,9 @@ def run_job(job: Dict) -> Dict:
 
     torch.set_num_threads(1)
     name = job["model"]
-    model = PEERS[name]() if name in PEERS else zoo.load(name)
+    peer = peer_key(name)
+    model = make_peer(name) if peer else zoo.load(name)
+    cache = CropCache(None, job.get("aligner", DEFAULT_ALIGNER))
     conditions = [parse_degradation(c) for c in job["conditions"]]
     memo: Dict = {}  # CFP-FF and CFP-FP share their frontal faces: embedded once
     protocols = {}
@@ -63,21 +68,24 @@ def run_job(job: Dict) -> Dict:
         pairs = load_protocol(protocol)
         if job["max_pairs"]:
             pairs = pairs.subset(job["max_pairs"])
-        protocols[protocol] = evaluate.evaluate_protocol(model.eval(), pairs, conditions, CropCache(),
+        protocols[protocol] = evaluate.evaluate_protocol(model.eval(), pairs, conditions, cache,
                                                          progress=False, memo=memo)
     return {"model": {"spec": name, "name": getattr(model, "name", name),
-                      "resolved_by": "train.peer" if name in PEERS else "zoo.load",
-                      "trained_on": TRAINED_ON if name in PEERS else "FaceScope-small (the embedded zoo recipe)",
+                      "resolved_by": "train.peer" if peer else "zoo.load",
+                      "trained_on": PEER_TRAINED_ON[peer] if peer else "FaceScope-small (the embedded zoo recipe)",
                       "parameters": model.parameter_count() if hasattr(model, "parameter_count") else None},
-            "settings": {"flip_test": False, "conditions": job["conditions"], "max_pairs": job["max_pairs"]},
+            "settings": {"flip_test": False, "conditions": job["conditions"], "max_pairs": job["max_pairs"],
+                         "aligner": cache.aligner.name, "aligner_version": cache.aligner.version},
             "protocols": protocols}
 
 
-def jobs_for(models: List[str], conditions: List[str], protocols: List[str], max_pairs: int) -> List[Dict]:
+def jobs_for(models: List[str], conditions: List[str], protocols: List[str], max_pairs: int,
+             aligner: str = DEFAULT_ALIGNER) -> List[Dict]:
     jobs = []
     for name in models:
-        split = [[c] for c in conditions] if name in PEERS else [conditions]
-        jobs += [{"model": name, "conditions": part, "protocols": protocols, "max_pairs": max_pairs} for part in split]
+        split = [[c] for c in conditions] if peer_key(name) else [conditions]
+        jobs += [{"model": name, "conditions": part, "protocols": protocols, "max_pairs": max_pairs,
+                  "aligner": aligner} for part in split]
     return jobs
 
 
@@ -117,7 +125,8 @@ def merge(parts: List[Dict]) -> Dict[str, Dict]:
 
 def label(result: Dict) -> str:
     spec = result["model"]["spec"]
-    return f"{spec} (pretrained peer, ~3M faces)" if result["model"]["resolved_by"] == "train.peer" else spec
+    peer = peer_key(spec) if result["model"]["resolved_by"] == "train.peer" else None
+    return f"{spec} (pretrained peer, {PEER_TRAINED_SHORT[peer].split(' (')[0]})" if peer else spec
 
 
 def roc_figures(results: Dict[str, Dict], protocols: List[str]) -> Dict[str, tuple]:
@@ -167,11 +176,15 @@ def write_figures(folder: Path, items: Dict[str, tuple], png: bool) -> Dict[str,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/accuracy.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="", help="comma-separated (default: every local zoo model and every peer)")
+    parser.add_argument("--models", default="",
+                        help="comma-separated (default: every local zoo model and every peer: "
+                             f"{', '.join(f.name for f in PEERS.values())})")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="default lfw-view1,cfp-ff,cfp-fp")
     parser.add_argument("--blur", default="0,2,4", help="blur sigmas at 112 px (default 0,2,4)")
     parser.add_argument("--max-pairs", type=int, default=0, help="pairs per protocol (default: all; for smoke runs)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: cores)")
+    parser.add_argument("--aligner", choices=aligner_names(), default=DEFAULT_ALIGNER,
+                        help=f"face detector + landmarks for every model (default {DEFAULT_ALIGNER})")
     parser.add_argument("--no-png", action="store_true", help="ROC curves as HTML and JSON only")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: one job, in a child process
     parser.add_argument("--job-out", type=Path, help=argparse.SUPPRESS)
@@ -181,11 +194,11 @@ def main(argv=None) -> int:
         atomic_write(args.job_out, lambda out: out.write(json.dumps(result, allow_nan=False).encode()))
         return 0
 
-    models = [m for m in args.models.split(",") if m] or zoo.local_models() + list(PEERS)
+    models = [m for m in args.models.split(",") if m] or zoo.local_models() + [f.name for f in PEERS.values()]
     protocols = [p for p in args.protocols.split(",") if p]
     conditions = [f"blur{b.strip()}" for b in args.blur.split(",") if b.strip()]
     start = time.perf_counter()
-    results = merge(run_jobs(jobs_for(models, conditions, protocols, args.max_pairs), args.jobs))
+    results = merge(run_jobs(jobs_for(models, conditions, protocols, args.max_pairs, args.aligner), args.jobs))
     results = {name: results[name] for name in models}
     folder = RESULTS / "accuracy"
     for stale in (folder, RESULTS / "roc"):  # files of models or protocols left out of this run would mislead
@@ -203,16 +216,20 @@ def main(argv=None) -> int:
             for condition in conditions:
                 values = result["protocols"][protocol]["conditions"][condition]
                 cells.append(f"{100 * values['accuracy']:.2f} ± {100 * values['accuracy_std']:.2f}")
-        trained = "~3M faces (dlib)" if result["model"]["resolved_by"] == "train.peer" else "FaceScope-small"
+        peer = peer_key(name) if result["model"]["resolved_by"] == "train.peer" else None
+        trained = PEER_TRAINED_SHORT[peer] if peer else "FaceScope-small"
         rows.append([label(result), trained] + cells)
     first = next(iter(results.values()))
     counts = ", ".join(f"{p} {first['protocols'][p]['conditions'][conditions[0]]['pairs']} pairs" for p in protocols)
     table = ("10-fold verification accuracy (%, mean ± std over folds), cosine similarity, no flip test, "
-             f"Gaussian blur sigma in pixels of the 112 px aligned crop ({counts}). The zoo models are "
+             f"Gaussian blur sigma in pixels of the 112 px aligned crop ({counts}; faces aligned by "
+             f"{args.aligner}). The zoo models are "
              "FaceScope's embedded width-0.25 models trained on FaceScope-small (11k faces, CPU, minutes); the "
-             "dlib peer was trained elsewhere on ~3 million faces, so it is a reference point, not a like-for-like "
-             "competitor. ROC curves: bench/results/roc/.\n\n" + markdown_table(headers, rows))
+             "pretrained peers were trained elsewhere (dlib on ~3 million faces, SFace on web celebrity faces), so "
+             "they are reference points, not like-for-like competitors. ROC curves: bench/results/roc/.\n\n"
+             + markdown_table(headers, rows))
     payload = {"protocols": protocols, "conditions": conditions, "max_pairs": args.max_pairs,
+               "aligner": args.aligner,
                "seconds": round(time.perf_counter() - start, 1),
                "roc_files": {n: {k: str(p.relative_to(RESULTS)) for k, p in files.items()}  # beside this file
                              for n, files in written.items()},

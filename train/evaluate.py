@@ -2,7 +2,8 @@
 
     python -m train.evaluate --model ir18 --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 --out results.json
 
-Pipeline per protocol: read the pair list -> align every image once (cached on disk; faces
+Pipeline per protocol: read the pair list -> align every image once (`--aligner`, default
+YuNet; its name goes into the results and so into model cards; cached on disk; faces
 not found fall back to a centre crop and are counted as `fallback_alignments`) -> for each
 condition (blur / low-resolution level, applied to the aligned crop, identical for every
 model) embed the crops (optionally with flip-test) -> cosine score per pair ->
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from . import metrics, report
 from .data import CropCache, DataError, Degradation, PairList, align_files, load_protocol, parse_degradation
-from .data.align import ALIGNER_VERSION
+from .data.align import DEFAULT_ALIGNER, aligner_names
 from .data.paths import atomic_write, data_root
 
 DEFAULT_BATCH = 64
@@ -178,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="shared data folder (default: $FACESCOPE_DATA or ../shared/data)")
     parser.add_argument("--images-root", help="image folder for a pairs-file protocol (default: beside the file)")
     parser.add_argument("--cache-dir", help="aligned-crop cache (default: $FACESCOPE_CACHE or <repo>/cache)")
+    parser.add_argument("--aligner", choices=aligner_names(), default=DEFAULT_ALIGNER,
+                        help=f"face detector + landmarks: {', '.join(aligner_names())} (default {DEFAULT_ALIGNER}); "
+                             "recorded in the results")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"images per forward pass (default {DEFAULT_BATCH})")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--workers", type=int, default=1, help="processes for first-time alignment")
@@ -195,13 +199,14 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     model, how = resolve_model(args.model, _build_options(args.build_option))
     model = model.to(args.device).eval()
     conditions = parse_levels(args.blur, args.lowres)
-    cache = CropCache(args.cache_dir)
+    cache = CropCache(args.cache_dir, getattr(args, "aligner", None))
     memo: Dict[Tuple[str, Path], np.ndarray] = {}
     results = {
         "model": {"spec": args.model, "resolved_by": how, "name": getattr(model, "name", type(model).__name__),
                   "parameters": int(sum(p.numel() for p in model.parameters()))},
         "settings": {"flip_test": args.flip, "batch_size": args.batch_size, "device": args.device,
-                     "data_root": str(data_root(args.data_root)), "aligner": ALIGNER_VERSION,
+                     "data_root": str(data_root(args.data_root)), "aligner": cache.aligner.name,
+                     "aligner_version": cache.aligner.version,
                      "max_pairs": args.max_pairs, "conditions": [c.name for c in conditions],
                      "score": "cosine similarity; same when score >= threshold",
                      "accuracy": "10-fold: threshold maximising accuracy on 9 folds applied to the 10th; "

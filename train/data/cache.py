@@ -1,8 +1,9 @@
 """Aligned crops cached on disk, so only the first evaluation of a dataset pays for detection.
 
 One lossless PNG per source image under `<cache>/aligned/<aligner version>/`, named by a hash
-of the source's absolute path, size and modification time: an edited image or a new aligner
-version misses the cache instead of serving a stale crop. How the crop was made
+of the aligner's version, the source's absolute path, size and modification time: an edited
+image, another aligner (each has its own version string, e.g. YuNet's and dlib's) or a new
+aligner version misses the cache instead of serving a stale crop. How the crop was made
 (landmarks / pre-aligned / center-crop) is stored in the PNG's text metadata. Writes are
 atomic (temp file + rename), so parallel workers and interrupted runs never leave half files.
 """
@@ -15,13 +16,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 from tqdm import tqdm
 
-from .align import SIZE, AlignedFace, FaceAligner
+from .align import SIZE, AlignedFace, Aligner, make_aligner
 from .errors import DataError, PathLike
 from .images import load_image
 from .paths import atomic_write, cache_root
@@ -30,12 +31,20 @@ _METHOD_KEY = "facescope-alignment"
 
 
 class CropCache:
-    """Get-or-make aligned crops for image files."""
+    """Get-or-make aligned crops for image files.
 
-    def __init__(self, root: Optional[PathLike] = None, aligner: Optional[FaceAligner] = None):
+    `aligner` is an aligner instance or a registered name ("yunet", "dlib"); None is the
+    default aligner (`train.data.align.DEFAULT_ALIGNER`).
+    """
+
+    def __init__(self, root: Optional[PathLike] = None, aligner: Union[Aligner, str, None] = None):
         self.root = cache_root(root)
-        self.aligner = aligner or FaceAligner()
+        self.aligner = aligner if isinstance(aligner, Aligner) else make_aligner(aligner)
         self.folder = self.root / "aligned" / self.aligner.version
+
+    @property
+    def aligner_name(self) -> str:
+        return self.aligner.name
 
     def path_for(self, source: PathLike) -> Path:
         source = Path(source).resolve()
@@ -96,9 +105,14 @@ class AlignedImages:
 _WORKER_CACHE: Optional[CropCache] = None
 
 
-def _worker_init(root: str) -> None:
+def _worker_init(root: str, aligner: str = None, options: Optional[dict] = None,
+                 version: Optional[str] = None) -> None:
+    """Each worker builds its own aligner by registered name (+ the parent's settings): a
+    detector is never shared between processes, and the crops match the parent's key."""
     global _WORKER_CACHE
-    _WORKER_CACHE = CropCache(root)
+    _WORKER_CACHE = CropCache(root, make_aligner(aligner, **(options or {})))
+    if version is not None and _WORKER_CACHE.aligner.version != version:
+        raise RuntimeError(f"worker aligner {_WORKER_CACHE.aligner.version} != parent's {version}")
 
 
 def _worker_align(source: Path):
@@ -132,7 +146,8 @@ def align_files(sources: Sequence[PathLike], cache: CropCache, workers: int = 1,
     if workers > 1 and len(missing) > workers:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                 initargs=(str(cache.root),)) as pool:
+                                 initargs=(str(cache.root), cache.aligner.name, cache.aligner.options(),
+                                           cache.aligner.version)) as pool:
             for source, error in zip(missing, pool.map(_worker_align, missing, chunksize=16)):
                 if error is None:
                     face = cache.load(source)

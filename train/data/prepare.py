@@ -4,7 +4,9 @@
 
 The .npz (uncompressed, no pickles: load with `np.load(path)`) holds
 - `images` (N,112,112,3) uint8 RGB aligned crops, `paths` (N,) source files,
-  `methods` (N,) how each crop was made (landmarks / pre-aligned / center-crop);
+  `methods` (N,) how each crop was made (landmarks / pre-aligned / center-crop),
+  `aligner` and `aligner_version` (0-d string arrays: `str(packed["aligner"])`) the aligner
+  that made them (`--aligner`, default yunet);
 - training sets (`facescope-small-train`, or an image folder given as a path): `labels` (N,)
   int64 and `classes` (C,) identity names. Images whose face is not found are skipped
   (a centre crop is not a face to learn from) and counted, as are unreadable files;
@@ -22,6 +24,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from .align import DEFAULT_ALIGNER, aligner_names
 from .cache import AlignedImages, CropCache, align_files
 from .errors import DataError
 from .folder import ImageList, read_image_folder
@@ -40,6 +43,11 @@ def _strings(values) -> np.ndarray:
     return np.array([str(v) for v in values], dtype=np.str_)
 
 
+def _aligner_arrays(cache: CropCache) -> dict:
+    return {"aligner": np.array(cache.aligner.name, dtype=np.str_),
+            "aligner_version": np.array(cache.aligner.version, dtype=np.str_)}
+
+
 def prepare_training(images: ImageList, cache: CropCache, out: Path, workers: int = 1,
                      progress: bool = True) -> dict:
     """Align, drop fallbacks and unreadable files, pack; returns the counts it reports."""
@@ -48,8 +56,9 @@ def prepare_training(images: ImageList, cache: CropCache, out: Path, workers: in
     keep = [k for k, m in enumerate(aligned.methods) if m != "center-crop"]
     labels = np.array([images.labels[index[aligned.paths[k]]] for k in keep], dtype=np.int64)
     save_npz(out, images=aligned.images[keep], labels=labels, classes=_strings(images.classes),
-             paths=_strings(aligned.paths[k] for k in keep), methods=_strings(aligned.methods[k] for k in keep))
-    return _summary(images.source, len(images.paths), aligned, kept=len(keep),
+             paths=_strings(aligned.paths[k] for k in keep), methods=_strings(aligned.methods[k] for k in keep),
+             **_aligner_arrays(cache))
+    return _summary(images.source, len(images.paths), aligned, cache, kept=len(keep),
                     identities=int(np.unique(labels).size), out=out)
 
 
@@ -62,16 +71,17 @@ def prepare_protocol(name: str, root: Optional[str], cache: CropCache, out: Path
     first = np.array([index.get(p, -1) for p in pairs.first], dtype=np.int64)
     second = np.array([index.get(p, -1) for p in pairs.second], dtype=np.int64)
     save_npz(out, images=aligned.images, paths=_strings(aligned.paths), methods=_strings(aligned.methods),
-             pair_first=first, pair_second=second, issame=pairs.issame, folds=pairs.folds)
-    return _summary(name, len(pairs.images()), aligned, kept=len(aligned.paths), pairs=len(pairs),
+             pair_first=first, pair_second=second, issame=pairs.issame, folds=pairs.folds, **_aligner_arrays(cache))
+    return _summary(name, len(pairs.images()), aligned, cache, kept=len(aligned.paths), pairs=len(pairs),
                     pairs_with_unreadable_images=int(((first < 0) | (second < 0)).sum()), out=out)
 
 
-def _summary(name: str, total: int, aligned: AlignedImages, **extra) -> dict:
+def _summary(name: str, total: int, aligned: AlignedImages, cache: CropCache, **extra) -> dict:
     def rate(seconds: float) -> Optional[float]:
         return round(aligned.aligned_now / seconds, 2) if aligned.aligned_now and seconds > 0 else None
 
-    return {"dataset": name, "images": total, "fallback_alignments": aligned.fallbacks,
+    return {"dataset": name, "aligner": cache.aligner.name, "aligner_version": cache.aligner.version,
+            "images": total, "fallback_alignments": aligned.fallbacks,
             "unreadable": len(aligned.errors), "unreadable_examples": [str(e) for e in list(aligned.errors.values())[:5]],
             "aligned_now": aligned.aligned_now, "seconds": round(aligned.seconds, 2),
             "cpu_seconds": round(aligned.cpu_seconds, 2), "images_per_second": rate(aligned.seconds),
@@ -90,10 +100,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output .npz path")
     parser.add_argument("--data-root", help="shared data folder (default: $FACESCOPE_DATA or ../shared/data)")
     parser.add_argument("--cache-dir", help="crop cache folder (default: $FACESCOPE_CACHE or <repo>/cache)")
+    parser.add_argument("--aligner", choices=aligner_names(), default=DEFAULT_ALIGNER,
+                        help=f"face detector + landmarks: {', '.join(aligner_names())} (default {DEFAULT_ALIGNER}; "
+                             "crops of each aligner are cached apart)")
     parser.add_argument("--workers", type=int, default=1, help="alignment processes (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    cache = CropCache(args.cache_dir)
+    cache = CropCache(args.cache_dir, args.aligner)
     progress = not args.quiet
     try:
         if args.dataset in PROTOCOLS or Path(args.dataset).is_file():
