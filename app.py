@@ -45,6 +45,12 @@ def patient_start_check() -> None:
     networking.url_ok = url_ok
 
 
+def aligner_choices():
+    from train.data.align import aligner_names
+
+    return aligner_names()
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hub-endpoint", default=None, metavar="URL",
                         help="the Hugging Face Hub that the Zoo tab's Pull downloads from (default $HF_ENDPOINT, else "
                              "https://huggingface.co); visitors cannot change it")
+    parser.add_argument("--aligner", choices=aligner_choices(), default=None,
+                        help="face detector + landmarks for uploaded photos (default yunet; dlib is the older, "
+                             "slower cascade)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: a request is a batch of two faces through small models, "
                              "which more threads slow down rather than speed up, badly so on a busy CPU)")
@@ -68,7 +77,10 @@ def main(argv=None) -> int:
         if not args.zoo.is_dir():
             print(f"error: --zoo {args.zoo} is not a folder", file=sys.stderr)
             return 2
-        os.environ["FACESCOPE_ZOO"] = str(args.zoo.resolve())  # before zoo is imported: zoo.LOCAL_ZOO reads it
+        os.environ["FACESCOPE_ZOO"] = str(args.zoo.resolve())  # zoo.LOCAL_ZOO reads it when zoo is imported,
+        import zoo  # which the --aligner choices (train.data) may have done already: then move it here too
+
+        zoo.LOCAL_ZOO = args.zoo.resolve()
     if args.hub_endpoint is not None and not args.hub_endpoint.startswith(("http://", "https://")):
         print(f"error: --hub-endpoint {args.hub_endpoint!r} is not a URL: give http(s)://HOST[:PORT]", file=sys.stderr)
         return 2
@@ -80,8 +92,9 @@ def main(argv=None) -> int:
 
     from app.service import EXAMPLES_DIR, Service
     from app.ui import EXAMPLES, build
+    from train.data import make_aligner
 
-    service = Service(hub_endpoint=args.hub_endpoint)
+    service = Service(hub_endpoint=args.hub_endpoint, aligner=make_aligner(args.aligner))
     logging.getLogger("facescope.app").info("zoo %s: %s", service.zoo_dir, ", ".join(service.model_names()) or "empty")
     first, second, _ = EXAMPLES[0]
     service.warm_up(EXAMPLES_DIR / first, EXAMPLES_DIR / second)

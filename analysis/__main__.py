@@ -1,16 +1,18 @@
 """Command line for the analyses: each writes HTML, JSON (the data) and PNG into --out.
 
-    python -m analysis t-density   --model scan-ir18 --records runs/scan/records.jsonl
-    python -m analysis scale-map   --model scan-ir18 --image face.jpg --blur 0,1,2,3,4,6
-    python -m analysis attention   --model sranet-ir18 --image face.jpg --query 50,40
-    python -m analysis gradcam     --model ir18-arcface --reference a.jpg --image b.jpg c.jpg
-    python -m analysis correlation --records runs/npc/records.jsonl --model ir18-npcface --folder DIR
-    python -m analysis umap        --model ir18-arcface --folder ../shared/data/lfw/images --blur 0,2,4
+    python -m analysis t-density   --model scan-mobilefacenet.fss-ft
+    python -m analysis t-density   --records runs/scan-mobilefacenet.fss-ft/records.jsonl
+    python -m analysis scale-map   --model scan-mobilefacenet.fss-ft --image face.jpg --blur 0,1,2,3,4,6
+    python -m analysis attention   --model sranet-mobilefacenet.fss-ft --image face.jpg --query 50,40
+    python -m analysis gradcam     --model mobilefacenet.y1 --reference a.jpg --image b.jpg c.jpg
+    python -m analysis correlation --model mobilefacenet.fss-ft-npcface --folder DIR
+    python -m analysis correlation --records runs/mobilefacenet.fss-ft-npcface/records.jsonl
+    python -m analysis umap        --model mobilefacenet.y1 --folder ../shared/data/lfw/images --blur 0,2,4
 
 --model is a local zoo name, a checkpoint folder or a hub repo id; a registered
-architecture name (scan-ir18) builds an untrained model, which is said on stderr. Images
-are aligned to the 112x112 template (train.data.FaceAligner; 112x112 crops pass through),
-and the crops are cached. A labelled set (--folder) is one sub-folder per identity.
+architecture name (scan-mobilefacenet) builds an untrained model, which is said on stderr. Images
+are aligned to the 112x112 template (train.data's default aligner, YuNet; 112x112 crops pass
+through), and the crops are cached. A labelled set (--folder) is one sub-folder per identity.
 """
 from __future__ import annotations
 

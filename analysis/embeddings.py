@@ -37,7 +37,6 @@ from train.data import parse_degradation
 from train.data.paths import atomic_write, cache_root
 from train.evaluate import embed_images
 from zoo import FaceModel
-from zoo.backbones import EMBEDDING_DIM
 
 from .common import AnalysisError
 from .images import as_faces, jpeg_data_uri, thumbnail
@@ -73,13 +72,14 @@ class EmbeddingCache:
     def path(self, model: FaceModel, faces: np.ndarray, degradation: str) -> Path:
         return self.root / f"{model.name}-{model_fingerprint(model)}" / f"{images_fingerprint(faces)}-{degradation}.npy"
 
-    def load(self, path: Path, count: int) -> Optional[np.ndarray]:
-        """The cached array, or None if absent or not (count, 512) float32 (then it is remade)."""
+    def load(self, path: Path, count: int, dim: int) -> Optional[np.ndarray]:
+        """The cached array, or None if absent or not (count, dim) float32 (then it is remade);
+        `dim` is the model's embedding size (`model.config.embedding_dim`: 128 or 512 in the zoo)."""
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             return None
-        return array if array.shape == (count, EMBEDDING_DIM) and array.dtype == np.float32 else None
+        return array if array.shape == (count, dim) and array.dtype == np.float32 else None
 
     def store(self, path: Path, embeddings: np.ndarray) -> None:
         atomic_write(path, lambda out: np.save(out, embeddings, allow_pickle=False))
@@ -87,13 +87,14 @@ class EmbeddingCache:
 
 def embed_faces(model: FaceModel, faces, degradation: str = "clean", cache: Union[bool, EmbeddingCache] = True,
                 batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """(N, 512) float32 L2-normalised embeddings of the degraded faces, from the cache when possible."""
+    """(N, D) float32 L2-normalised embeddings of the degraded faces (D = `model.config.embedding_dim`),
+    from the cache when possible."""
     faces = as_faces(faces)
     condition = parse_degradation(degradation)
     store = EmbeddingCache() if cache is True else (cache or None)
     path = store.path(model, faces, condition.name) if store is not None else None
     if path is not None:
-        cached = store.load(path, len(faces))
+        cached = store.load(path, len(faces), model.config.embedding_dim)
         if cached is not None:
             return cached
     embeddings = embed_images(model, condition.apply_batch(faces), batch_size=batch_size, progress=progress,

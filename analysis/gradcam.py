@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from zoo import FaceModel
-from zoo.backbones import EMBEDDING_DIM
 
+from .common import AnalysisError
 from .figures import add_face, add_map, grid, wrap
 from .images import FaceLike, as_face, as_faces, model_input
 
@@ -56,19 +56,36 @@ def target_layer(model: FaceModel) -> torch.nn.Module:
     return model.backbone.blocks[-1]
 
 
+def reference_embedding(model: FaceModel, reference) -> Optional[torch.Tensor]:
+    """`reference` as a flat embedding when it is one (shape (D,) or (1, D)); None when it is a face.
+
+    An embedding of another size than the model's is an AnalysisError: it came from another
+    model (e.g. a 512-d IR embedding for a 128-d MobileFaceNet), so its cosine means nothing here.
+    """
+    values = reference.detach().cpu() if isinstance(reference, torch.Tensor) else np.asarray(reference)
+    shape = tuple(values.shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[0] == 1)):
+        return None
+    dim = model.config.embedding_dim
+    if shape[-1] != dim:
+        raise AnalysisError(f"the reference embedding has {shape[-1]} values, but {model.name} makes {dim}-d "
+                            "embeddings: embed the reference with the same model, or give the reference face")
+    return torch.as_tensor(np.asarray(values, dtype=np.float32)).flatten()
+
+
 def gradcam_similarity(model: FaceModel, faces: FaceLike, reference: Union[FaceLike, torch.Tensor, np.ndarray],
                        batch_size: int = 16) -> GradCamMaps:
     """Where each face's similarity to `reference` comes from.
 
-    `reference`: a 512-d embedding, or an aligned face (embedded by `model`).
+    `reference`: an embedding by `model` (a vector of `model.config.embedding_dim` values: 128 for
+    the MobileFaceNet zoo, 512 for the IR models), or an aligned face (embedded by `model`).
     """
     from pytorch_grad_cam import GradCAM  # imported on use: it pulls in matplotlib and scikit-learn
 
     faces = as_faces(faces)
     reference_face = None
-    if np.size(reference.detach().cpu() if isinstance(reference, torch.Tensor) else reference) == EMBEDDING_DIM:
-        embedding = reference
-    else:
+    embedding = reference_embedding(model, reference)
+    if embedding is None:
         reference_face = as_face(reference)
         embedding = model.embed(model_input(reference_face[None]))[0]
     target = SimilarityTarget(embedding)

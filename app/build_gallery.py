@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from train.data import FaceAligner, data_root, load_image
+from train.data import DEFAULT_ALIGNER, Aligner, aligner_names, data_root, load_image, make_aligner
 
 APP = Path(__file__).resolve().parent
 GALLERY = APP / "gallery"
@@ -51,7 +51,7 @@ def check_people(lfw: Path) -> None:
         raise SystemExit(f"not in pairsDevTest.txt: {', '.join(outside)}")
 
 
-def build_gallery(root: Path, aligner: FaceAligner) -> int:
+def build_gallery(root: Path, aligner: Aligner) -> int:
     """Align the first PER_PERSON photos of each person whose face is found; returns the count."""
     lfw = root / "lfw"
     check_people(lfw)
@@ -79,7 +79,7 @@ def build_gallery(root: Path, aligner: FaceAligner) -> int:
     return count
 
 
-def copy_examples(root: Path, aligner: FaceAligner) -> None:
+def copy_examples(root: Path, aligner: Aligner) -> None:
     """Copy the example photos, checking each has a detectable face."""
     EXAMPLES.mkdir(parents=True, exist_ok=True)
     for name, source in EXAMPLE_SOURCES.items():
@@ -95,9 +95,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.build_gallery", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=None, help="shared data (default ../shared/data)")
+    parser.add_argument("--aligner", choices=aligner_names(), default=DEFAULT_ALIGNER,
+                        help=f"face detector + landmarks (default {DEFAULT_ALIGNER}, the app's default)")
     args = parser.parse_args(argv)
     root = data_root(args.data_root)
-    aligner = FaceAligner()
+    aligner = make_aligner(args.aligner)
     count = build_gallery(root, aligner)
     copy_examples(root, aligner)
     size = sum(p.stat().st_size for p in GALLERY.rglob("*.jpg"))

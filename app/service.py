@@ -32,7 +32,7 @@ from PIL import Image
 import analysis
 import zoo
 from analysis import AnalysisError
-from train.data import DataError, FaceAligner, decode_image, gaussian_blur, load_image, low_resolution
+from train.data import Aligner, DataError, decode_image, gaussian_blur, load_image, low_resolution, make_aligner
 from train.data.align import SIZE, warp_to_template
 from train.evaluate import to_tensor
 from zoo import CheckpointError, FaceModel, hub
@@ -54,6 +54,10 @@ ORIENTATION_TAG = 0x0112
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 EXPLAIN_SIZE = 224  # explanation panels are upscaled from 112 px so the maps read at a glance
 UPLOAD_LABELS = ("photo A", "photo B")
+# The verdict threshold (cosine) of a model whose config.json holds no calibrated one (e.g. an
+# imported checkpoint not evaluated yet): typical of ArcFace-family embeddings, and always shown
+# marked "uncalibrated", so nobody mistakes it for a measured threshold (see `model_threshold`).
+DEFAULT_THRESHOLD = 0.3
 
 
 class InputError(ValueError):
@@ -88,7 +92,7 @@ class Photo:
         """Face `index` (0 = largest), or InputError saying which faces exist."""
         if not self.faces:
             raise InputError(
-                f"no face found in {self.name}: the detectors (HOG, then a CNN) found nothing. Use a photo where "
+                f"no face found in {self.name}: the face detector found nothing. Use a photo where "
                 "a face is visible and at least about 40 pixels wide; a 112x112 image is taken as an aligned crop")
         if not 0 <= index < len(self.faces):
             raise InputError(f"{self.name} has {len(self.faces)} face(s): there is no face {index + 1}; "
@@ -108,18 +112,63 @@ class ZooEntry:
     error: Optional[str] = None
 
     @property
-    def threshold(self) -> Optional[float]:
-        value = self.config.get("threshold")
-        return float(value) if isinstance(value, (int, float)) else None
+    def threshold(self) -> float:
+        """The verdict threshold: calibrated from config.json, else DEFAULT_THRESHOLD (see `model_threshold`)."""
+        return model_threshold(self.config)[0]
+
+    @property
+    def threshold_from(self) -> str:
+        return model_threshold(self.config)[1]
+
+    @property
+    def calibrated(self) -> bool:
+        return model_threshold(self.config)[2]
+
+
+def model_threshold(config: Dict) -> Tuple[float, str, bool]:
+    """(threshold, where it comes from, calibrated) of a checkpoint's config.json.
+
+    In order: its `threshold` (what train.publish writes from an evaluation: the mean of the
+    10-fold accuracy thresholds on the first clean protocol); else that mean read from its
+    `metrics` when they hold per-condition thresholds but no top-level one; else
+    DEFAULT_THRESHOLD, uncalibrated (e.g. mobilefacenet.y1 as imported, before an evaluation
+    is published with it: `python -m train.publish CHECKPOINT --local NAME --eval eval.json`).
+    """
+    value = config.get("threshold")
+    metrics = config.get("metrics") or {}
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+        return float(value), str(metrics.get("threshold_from") or "its config.json"), True
+    protocols = metrics.get("protocols") or {}
+    order = lambda p: (PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else len(PROTOCOL_ORDER), p)  # noqa: E731
+    for protocol in sorted(protocols, key=order):
+        for condition, values in ((protocols[protocol] or {}).get("conditions") or {}).items():
+            found = values.get("threshold")
+            if (_condition_label(protocol, condition, values).endswith(" clean")
+                    and isinstance(found, (int, float)) and np.isfinite(found)):
+                return float(found), f"{protocol} {condition} evaluation: mean of the 10-fold accuracy thresholds", True
+    return DEFAULT_THRESHOLD, (f"uncalibrated: no evaluated threshold in its config.json; the default cosine "
+                               f"{DEFAULT_THRESHOLD:g}"), False
+
+
+def zoo_order(entry: "ZooEntry") -> Tuple:
+    """Where a local model is listed: pretrained imports first (the reference, e.g. mobilefacenet.y1),
+    then plain models trained or fine-tuned here, then every method's, by name within each; models
+    that failed to load last."""
+    if entry.error is not None:
+        return (3, entry.name)
+    method = entry.config.get("architecture", {}).get("method")
+    return (0 if "imported_from" in entry.config else 1 if method == "plain" else 2, entry.name)
 
 
 @dataclass
 class Verdict:
-    """One model's answer for a pair: cosine similarity and, when its card has a threshold, same or not."""
+    """One model's answer for a pair: cosine similarity and, when it has a threshold, same or not
+    (`calibrated` False: the threshold is DEFAULT_THRESHOLD, not one measured for the model)."""
 
     model: str
     similarity: float
     threshold: Optional[float]
+    calibrated: bool = True
 
     @property
     def same(self) -> Optional[bool]:
@@ -129,11 +178,12 @@ class Verdict:
     def text(self) -> str:
         if self.same is None:
             return "no threshold in its card: similarity only"
-        return "same person" if self.same else "different people"
+        verdict = "same person" if self.same else "different people"
+        return verdict if self.calibrated else f"{verdict} (uncalibrated threshold)"
 
     def to_dict(self) -> Dict:
         return {"model": self.model, "similarity": round(self.similarity, 6), "threshold": self.threshold,
-                "same": self.same, "verdict": self.text}
+                "calibrated": self.calibrated, "same": self.same, "verdict": self.text}
 
 
 @dataclass
@@ -173,12 +223,13 @@ class BlurCurve:
     similarity: Dict[str, List[float]]  # model -> one value per level
     thresholds: Dict[str, Optional[float]]
     faces_at_amount: Tuple[np.ndarray, np.ndarray]
+    uncalibrated: Tuple[str, ...] = ()  # models whose threshold is DEFAULT_THRESHOLD
 
     def to_dict(self) -> Dict:
         return {**self.pair.describe(), "kind": self.kind, "target": self.target, "amount": self.amount,
                 "levels": self.levels, "similarity": {m: [round(v, 6) for v in values]
                                                       for m, values in self.similarity.items()},
-                "thresholds": self.thresholds}
+                "thresholds": self.thresholds, "uncalibrated": list(self.uncalibrated)}
 
 
 @dataclass
@@ -232,21 +283,23 @@ class Service:
     """Everything the app does; thread-safe (see the module docstring)."""
 
     def __init__(self, zoo_dir: Optional[Path] = None, gallery_dir: Path = GALLERY_DIR,
-                 aligner: Optional[FaceAligner] = None, hub_endpoint: Optional[str] = None):
+                 aligner: Optional[Aligner] = None, hub_endpoint: Optional[str] = None):
         self.zoo_dir = Path(zoo_dir) if zoo_dir is not None else zoo.LOCAL_ZOO
         # Server configuration, never a request field: a pull makes the server fetch from this
         # host, so a visitor of an app served on the network must not choose where it goes.
         self.hub_endpoint = hub.endpoint_url(hub_endpoint)
         self.gallery_dir = gallery_dir
-        self.aligner = aligner or FaceAligner()
+        self.aligner = aligner or make_aligner()  # train.data.align.DEFAULT_ALIGNER (YuNet) unless given
         self._lock = threading.RLock()
         self._photos: "OrderedDict[str, Photo]" = OrderedDict()
         self._entries: Dict[str, ZooEntry] = {}
         self._gallery: Optional[Gallery] = None
         self._umap_compiled = False
-        for folder in sorted(self.zoo_dir.iterdir()) if self.zoo_dir.is_dir() else []:
-            if (folder / "config.json").is_file():
-                self._entries[folder.name] = self._load_entry(folder.name, folder, "local zoo")
+        local = [self._load_entry(folder.name, folder, "local zoo")
+                 for folder in (sorted(self.zoo_dir.iterdir()) if self.zoo_dir.is_dir() else [])
+                 if (folder / "config.json").is_file()]
+        for entry in sorted(local, key=zoo_order):
+            self._entries[entry.name] = entry
 
     # ---- models ------------------------------------------------------------------------------
 
@@ -259,7 +312,8 @@ class Service:
             return ZooEntry(name, source, folder, {}, error=str(err))
 
     def model_names(self) -> List[str]:
-        """The usable models, local zoo first (alphabetical), then hub pulls in pull order."""
+        """The usable models, local zoo first (in `zoo_order`: the imported reference first), then hub
+        pulls in pull order."""
         return [entry.name for entry in self.entries() if entry.model is not None]
 
     def entries(self) -> List[ZooEntry]:
@@ -314,7 +368,7 @@ class Service:
             rows.append([entry.name, model.method if model else arch.get("method", "?"), arch.get("backbone", "?"),
                          arch.get("width", "?"),
                          round(model.parameter_count() / 1e6, 3) if model else "not loaded",
-                         "none" if entry.threshold is None else round(entry.threshold, 4)]
+                         round(entry.threshold, 4) if entry.calibrated else f"{entry.threshold:g} (uncalibrated)"]
                         + ["-" if a is None else round(float(a), 4) for a in accuracy]
                         + [entry.source if entry.error is None else f"{entry.source}: {entry.error}"])
         return headers, rows
@@ -324,7 +378,7 @@ class Service:
         repo_id, revision = (repo_id or "").strip(), (revision or "").strip() or None
         if not hub.is_repo_id(repo_id):
             raise InputError(f"{repo_id!r} is not a Hugging Face Hub repo id: write it as ORG/NAME, "
-                             "e.g. facescope/scan-ir18")
+                             "e.g. facescope/scan-mobilefacenet.fss-ft")
         folder = hub.pull(repo_id, revision, endpoint=self.hub_endpoint)
         name = repo_id if revision is None else f"{repo_id}@{revision}"
         entry = self._load_entry(name, folder, f"hub {self.hub_endpoint}: {name} (commit {folder.name})")
@@ -420,7 +474,8 @@ class Service:
         with self._lock:
             for entry in entries:
                 embeddings = entry.model.embed(batch)
-                verdicts.append(Verdict(entry.name, float(embeddings[0] @ embeddings[1]), entry.threshold))
+                verdicts.append(Verdict(entry.name, float(embeddings[0] @ embeddings[1]), entry.threshold,
+                                        entry.calibrated))
         return Verification(pair, verdicts, time.perf_counter() - start)
 
     def blur_curve(self, path_a, path_b, models: Optional[Sequence[str]] = None, kind: str = "blur",
@@ -456,7 +511,8 @@ class Service:
                 similarity[entry.name] = (first * second).sum(dim=1).tolist()
         at = levels.index(amount)
         return BlurCurve(pair, kind, target, amount, levels, similarity, {e.name: e.threshold for e in entries},
-                         (degraded_a[at if target == "both" else 0], degraded_b[at]))
+                         (degraded_a[at if target == "both" else 0], degraded_b[at]),
+                         tuple(e.name for e in entries if not e.calibrated))
 
     def explain(self, path_a, path_b, models: Optional[Sequence[str]] = None, detail_model: Optional[str] = None,
                 index_a: int = 0, index_b: int = 0) -> Explanations:

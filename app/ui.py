@@ -46,7 +46,8 @@ detected and aligned as the models need them; choose a face when a photo holds s
 **Verify** compares them with every selected model, **Blur lab** degrades them step by step,
 **Explain** shows where each model looks, **Embeddings** places them among a gallery of known
 people, and **Zoo** lists the models and pulls more from the Hugging Face Hub.
-Research use only: these small models are not fit for decisions about people."""
+A threshold marked *uncalibrated* is the default cosine 0.3, not one measured for that model.
+Research use only: these models are not fit for decisions about people."""
 
 
 class Failures:
@@ -133,11 +134,17 @@ def verdict_html(result: Verification) -> str:
     for verdict in result.verdicts:
         colour = VERDICT_COLOURS[verdict.same]
         threshold = "none" if verdict.threshold is None else f"{verdict.threshold:.3f}"
+        if verdict.threshold is not None and not verdict.calibrated:
+            threshold += " <i>(uncalibrated)</i>"
         rows.append(f"<tr><td><code>{html.escape(verdict.model)}</code></td><td>{verdict.similarity:.3f}</td>"
                     f"<td>{threshold}</td><td style='color:{colour};font-weight:600'>{verdict.text}</td></tr>")
     decided = [v for v in result.verdicts if v.same is not None]
     summary = (f"same person for {sum(v.same for v in decided)} of the {len(decided)} model(s) with a threshold"
                if decided else "no selected model has a threshold in its card: compare the similarities")
+    uncalibrated = [v.model for v in decided if not v.calibrated]
+    if uncalibrated:
+        summary += (f"; uncalibrated threshold (the default cosine, no evaluation in the card) for "
+                    f"{', '.join(html.escape(m) for m in uncalibrated)}")
     return (f"<div class='verdict-summary'><b>{summary}</b> ({result.seconds * 1000:.0f} ms)</div>"
             "<table class='verdict-table'><thead><tr><th>model</th><th>cosine similarity</th><th>threshold</th>"
             f"<th>verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
@@ -152,11 +159,13 @@ def similarity_figure(result: Verification) -> go.Figure:
         text=[f"{v.similarity:.3f}" for v in result.verdicts], textposition="auto",
         hovertemplate="%{y}: cosine %{x:.4f}<extra></extra>"))
     with_threshold = [v for v in result.verdicts if v.threshold is not None]
-    if with_threshold:
+    if with_threshold:  # black: calibrated for the model; gray: the uncalibrated default
         figure.add_trace(go.Scatter(
             y=[v.model for v in with_threshold], x=[v.threshold for v in with_threshold], mode="markers",
-            name="threshold", marker=dict(symbol="line-ns", size=26, line=dict(width=3, color="black")),
-            hovertemplate="%{y}: threshold %{x:.4f}<extra></extra>"))
+            name="threshold", marker=dict(symbol="line-ns", size=26, line=dict(
+                width=3, color=["black" if v.calibrated else "gray" for v in with_threshold])),
+            customdata=["" if v.calibrated else " (uncalibrated)" for v in with_threshold],
+            hovertemplate="%{y}: threshold %{x:.4f}%{customdata}<extra></extra>"))
     figure.update_layout(xaxis=dict(title="cosine similarity (green: same person, red: different)", range=[-1, 1]),
                          yaxis=dict(autorange="reversed"), height=120 + 40 * len(names),
                          margin=dict(l=10, r=10, t=30, b=40), template="plotly_white", showlegend=False)
@@ -171,15 +180,17 @@ def curve_figure(curve: BlurCurve) -> go.Figure:
         figure.add_trace(go.Scatter(x=curve.levels, y=values, mode="lines+markers", name=model,
                                     line=dict(color=colour, width=2),
                                     hovertemplate=f"{model}<br>%{{x:g}}: cosine %{{y:.4f}}<extra></extra>"))
-        if curve.thresholds.get(model) is not None:
-            figure.add_hline(y=curve.thresholds[model], line=dict(color=colour, dash="dash", width=1))
+        if curve.thresholds.get(model) is not None:  # dotted: the uncalibrated default
+            figure.add_hline(y=curve.thresholds[model], line=dict(
+                color=colour, dash="dot" if model in curve.uncalibrated else "dash", width=1))
     figure.add_vline(x=curve.amount, line=dict(color="gray", dash="dot"))
     blurred = "photo B" if curve.target == "second" else "both photos"
     if curve.kind == "blur":
         x_axis = dict(title=f"Gaussian blur sigma of {blurred} (pixels at 112 px)")
     else:
         x_axis = dict(title=f"side of {blurred} before upsampling back to 112 px (pixels)", autorange="reversed")
-    figure.update_layout(title="similarity as the faces degrade (dashed: each model's threshold)", xaxis=x_axis,
+    figure.update_layout(title="similarity as the faces degrade (dashed: each model's threshold; dotted: "
+                               "uncalibrated)", xaxis=x_axis,
                          yaxis=dict(title="cosine similarity"), template="plotly_white", height=460,
                          margin=dict(l=10, r=10, t=50, b=40))
     return figure
@@ -236,6 +247,10 @@ def build(service: Service) -> gr.Blocks:
     first = names[0] if names else None
     zoo_note = (f"{len(names)} models from `{service.zoo_dir}`." if names else
                 f"**The zoo at `{service.zoo_dir}` has no usable model**: pull one in the Zoo tab.")
+    imported = [e.name for e in service.entries() if e.model is not None and "imported_from" in e.config]
+    if imported:
+        zoo_note += (f" {', '.join(f'`{_escape(n)}`' for n in imported)} (listed first): pretrained weights "
+                     "imported unchanged, the reference the other models are compared with.")
 
     with gr.Blocks(title="FaceScope", analytics_enabled=False) as demo:
         gr.Markdown(INTRO + "\n\n" + zoo_note)
@@ -307,7 +322,8 @@ def build(service: Service) -> gr.Blocks:
                     gr.Markdown(f"&nbsp;**Pull a model from a repo on {_escape(service.hub_endpoint)} and use it at "
                                 "once** (the hub is the server's choice: `python app.py --hub-endpoint URL`)")
                     with gr.Row():
-                        repo_box = gr.Textbox(label="repo id", placeholder="ORG/NAME, e.g. facescope/scan-ir18")
+                        repo_box = gr.Textbox(label="repo id",
+                                              placeholder="ORG/NAME, e.g. facescope/scan-mobilefacenet.fss-ft")
                         revision_box = gr.Textbox(label="revision (optional)", placeholder="branch, tag or commit")
                     pull_button = gr.Button("Pull and use", variant="primary")
                 pull_status = gr.Markdown()
@@ -377,7 +393,8 @@ def build(service: Service) -> gr.Blocks:
         def pull_model(repo_id, revision, request: gr.Request):
             with failures.reported(request, "zoo"):
                 entry = service.pull(repo_id, revision)
-            threshold = "no threshold" if entry.threshold is None else f"threshold {entry.threshold:.4f}"
+            threshold = (f"threshold {entry.threshold:.4f}" if entry.calibrated else
+                         f"uncalibrated threshold {entry.threshold:g}: no evaluation in its config.json")
             status = (f"Pulled **{_escape(entry.name)}** ({_escape(entry.model.name)}, {threshold}) from "
                       f"{_escape(entry.source)}; it is selected in every tab.")
             return (status, zoo_list(request), *selectors(entry.name))

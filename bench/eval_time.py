@@ -1,7 +1,8 @@
 """Time a full FaceScope-small test-protocol evaluation of one model on this machine's CPU.
 
-    python bench/eval_time.py --model ir18            # warm crop cache: embedding + metrics
-    python bench/eval_time.py --model ir18 --cold     # empty crop cache: detection + alignment too
+    python bench/eval_time.py                                # mobilefacenet.y1, warm crop cache: embedding + metrics
+    python bench/eval_time.py --model mobilefacenet.y1 --cold  # empty crop cache: detection + alignment too
+    python bench/eval_time.py --model ir18                   # an untrained registered architecture
 
 Writes bench/results/eval_time.{json,md}: wall and CPU seconds, split into alignment and
 embedding per protocol, plus the load average before and after - on a shared machine wall
@@ -30,7 +31,8 @@ def cpu_seconds() -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/eval_time.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="ir18", help="as train.evaluate --model (default: untrained ir18)")
+    parser.add_argument("--model", default="mobilefacenet.y1",
+                        help="as train.evaluate --model (default: mobilefacenet.y1, the embedded zoo's reference)")
     parser.add_argument("--protocol", default=",".join(TEST_PROTOCOLS))
     parser.add_argument("--blur", default="0")
     parser.add_argument("--batch-size", type=int, default=evaluate.DEFAULT_BATCH)

@@ -25,6 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.common import markdown_table, write_results  # noqa: E402
+from train.publish import merged_evaluation  # noqa: E402
 
 BASELINE = "mobilefacenet.fss-ft"
 BLUR_BASELINE = "mobilefacenet.fss-ft-blur"
@@ -39,6 +40,7 @@ COMPARISONS = [
     ("mobilefacenet.y1", BASELINE, "y1 untouched (what fine-tuning changed, negated)"),
 ]
 T_95 = 2.26  # two-sided 95% critical t for 9 degrees of freedom (10 folds)
+CLEAN = "blur0"  # train.evaluate names the clean condition of a blur sweep blur0
 
 
 def fold_accuracies(evaluation: Dict) -> Dict[Tuple[str, str], np.ndarray]:
@@ -85,8 +87,8 @@ def claims(deltas: Dict[str, Dict[Tuple[str, str], Dict[str, float]]]) -> List[L
     scan = "scan-mobilefacenet.fss-ft"
     if scan in deltas:
         by_blur = {c: np.mean([deltas[scan][(p, c)]["delta"] for p in protocols if (p, c) in deltas[scan]])
-                   for c in ("clean", "blur2", "blur4")}
-        grows = by_blur["clean"] < by_blur["blur2"] < by_blur["blur4"]
+                   for c in (CLEAN, "blur2", "blur4")}
+        grows = by_blur[CLEAN] < by_blur["blur2"] < by_blur["blur4"]
         significant = any(deltas[scan][(p, "blur4")]["t"] >= T_95 for p in protocols if (p, "blur4") in deltas[scan])
         rows.append(["SCAN's gain grows with blur (Figs. 9-10)",
                      "shown" if grows and significant and by_blur["blur4"] > 0 else "not shown",
@@ -94,12 +96,12 @@ def claims(deltas: Dict[str, Dict[Tuple[str, str], Dict[str, float]]]) -> List[L
     for name, claim in (("hpda-mobilefacenet.fss-ft", "HPDA helps on profiles (CFP-FP)"),
                         ("arface-mobilefacenet.fss-ft", "ARFace helps on profiles (CFP-FP)")):
         if name in deltas:
-            keys = [("cfp-fp", "clean")]
+            keys = [("cfp-fp", CLEAN)]
             rows.append([claim, verdict(cells(name, keys)), describe(name, keys)])
     for name, claim in (("sranet-mobilefacenet.fss-ft", "SRANet helps overall"),
                         ("mobilefacenet.fss-ft-npcface", "NPCFace helps overall")):
         if name in deltas:
-            keys = [(p, "clean") for p in protocols]
+            keys = [(p, CLEAN) for p in protocols]
             rows.append([claim, verdict(cells(name, keys)), describe(name, keys)])
     blur_scan = "scan-mobilefacenet.fss-ft-blur"
     if blur_scan in deltas:
@@ -117,9 +119,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     evaluations = {}
     for name in {n for pair in COMPARISONS for n in pair[:2]}:
-        path = args.evals / name / "eval.json"
-        if path.is_file():
-            evaluations[name] = json.loads(path.read_text())
+        paths = [p for p in (args.evals / name / "eval.json", args.evals / name / "eval-lowres.json") if p.is_file()]
+        if paths and paths[0].name == "eval.json":
+            evaluations[name] = merged_evaluation(paths)
     if BASELINE not in evaluations:
         print(f"error: {args.evals / BASELINE / 'eval.json'} is missing: run bash train/zoo_finetune.sh first",
               file=sys.stderr)

@@ -1,10 +1,11 @@
 """Training throughput (images/s) of every method through the real engine (train.engine.Trainer).
 
-CPU (always): the zoo's recipe at width 0.25, GDC head (HPDA: its own heads), batch 32, one
-torch thread, on a small packed subset of FaceScope-small - the configuration
-`train/zoo_small.sh` trains the embedded zoo with. GPU (when CUDA exists): every method on
-IR-50 at full width, 112 px, the recipes' own heads and losses, bf16 autocast, channels_last,
-batch 128, cudnn autotuning.
+CPU (always): the from-scratch recipe at width 0.25, GDC head (HPDA: its own heads), batch 32,
+one torch thread, on a small packed subset of FaceScope-small - the configuration
+`train/zoo_small.sh` trains its small zoo with (runs/zoo-small; the embedded zoo is fine-tuned
+from mobilefacenet.y1 at width 1.0 by `train/zoo_finetune.sh`, not measured here). GPU (when
+CUDA exists): every method on IR-50 at full width, 112 px, the recipes' own heads and losses,
+bf16 autocast, channels_last, batch 128, cudnn autotuning.
 
 Each method: a few warm-up steps (kernel selection, allocator, oneDNN/cuDNN plans), then
 timed steps; wall time is bracketed by device synchronisation. On the CPU the process CPU

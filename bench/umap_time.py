@@ -8,8 +8,8 @@ cache/aligned), embedded by one model (cache/embeddings), then in this fresh pro
   for a redraw: embeddings come from the cache, UMAP is already compiled.
 Writes bench/results/umap_time.{json,md}.
 
-    python bench/umap_time.py                      # a local checkpoint if any, else untrained ir18 x0.25
-    python bench/umap_time.py --model ir18-arcface --faces 1000
+    python bench/umap_time.py                      # mobilefacenet.y1 (else the first local checkpoint)
+    python bench/umap_time.py --model mobilefacenet.fss-ft --faces 1000
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ import zoo  # noqa: E402
 from analysis import EmbeddingCache, embed_faces, embedding_umap  # noqa: E402
 from bench.common import markdown_table, write_results  # noqa: E402
 from train.data import CropCache, align_files, data_root  # noqa: E402
+
+REFERENCE = "mobilefacenet.y1"  # the embedded zoo's reference: there for good
 
 
 def lfw_set(count: int, min_photos: int = 4, per_identity: int = 10):
@@ -45,19 +47,22 @@ def lfw_set(count: int, min_photos: int = 4, per_identity: int = 10):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="zoo model (default: first local checkpoint, else ir18 x0.25)")
+    parser.add_argument("--model", default=None,
+                        help=f"zoo model (default: {REFERENCE}, else the first local checkpoint, else an untrained "
+                             "mobilefacenet)")
     parser.add_argument("--faces", type=int, default=1000, help="number of faces (default 1000)")
     parser.add_argument("--workers", type=int, default=2, help="alignment processes (default 2)")
     args = parser.parse_args(argv)
     local = zoo.local_models()
-    name = args.model or (local[0] if local else None)
+    name = args.model or (REFERENCE if REFERENCE in local else local[0] if local else None)
     torch.manual_seed(0)  # an untrained stand-in keeps its weights, so its cached embeddings are reused
-    model = zoo.load(name) if name else zoo.build("ir18", width=0.25).eval()
+    model = zoo.load(name) if name else zoo.build("mobilefacenet", embedding_dim=128).eval()
     paths, labels, names = lfw_set(args.faces)
     aligned = align_files(paths, CropCache(), workers=args.workers, progress=True)
     keep = [paths.index(p) for p in aligned.paths]
     faces, labels = aligned.images, labels[keep]
-    was_cached = EmbeddingCache().load(EmbeddingCache().path(model, faces, "blur0"), len(faces)) is not None
+    was_cached = EmbeddingCache().load(EmbeddingCache().path(model, faces, "blur0"), len(faces),
+                                       model.config.embedding_dim) is not None
     start = time.perf_counter()
     embed_faces(model, faces, "blur0", progress=True)
     embed_seconds = time.perf_counter() - start

@@ -1,6 +1,6 @@
-"""Inference cost of the embedded zoo and the dlib peer, and the papers' cost claims, on this CPU.
+"""Inference cost of the embedded zoo and the pretrained peers, and the papers' cost claims, on this CPU.
 
-Per model (every local zoo checkpoint, plus the dlib peer), each in a fresh process so its
+Per model (every local zoo checkpoint, plus the pretrained peers), each in a fresh process so its
 memory is its own: ms/image of `embed` at batch 1 and 32 (median of timed runs after
 warm-up), the process's resident memory after loading and its peak (ru_maxrss, which sees
 torch's and dlib's allocations, unlike tracemalloc).
@@ -10,8 +10,9 @@ Cost claims, each measured in one process with the models timed in alternation (
 - SCAN (paper: zero extra inference cost once folded): the folded SCAN model against the plain
   backbone of the same width and head, and the unfolded training form for contrast;
 - SRANet (paper: 1.38x its backbone for light SSA): SRANet against its plain backbone.
-Both at the zoo's size (width 0.25, GDC head; the zoo's SCAN checkpoint when there is one)
-and at the papers' (IR-50, width 1.0). Writes bench/results/zoo_inference.{json,md}.
+Both at the zoo's size (MobileFaceNet x1.0, GDC head, 128-d embedding: the zoo's reference
+`mobilefacenet.y1` and SCAN checkpoint when there are, untrained builds otherwise) and at the
+papers' (IR-50, width 1.0). Writes bench/results/zoo_inference.{json,md}.
 
     python bench/zoo_inference.py
     python bench/zoo_inference.py --threads 2 --skip-paper-size
@@ -35,9 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import zoo  # noqa: E402
 from bench.common import markdown_table, write_results  # noqa: E402
-from train.peer import PEERS  # noqa: E402
+from train.peer import PEER_TRAINED_SHORT, PEERS  # noqa: E402
 
-ZOO_SIZE = {"width": 0.25, "head": "gdc"}
+ZOO_BACKBONE = "mobilefacenet"  # the embedded zoo: mobilefacenet.y1 and the models fine-tuned from it
+ZOO_SIZE = {"width": 1.0, "embedding_dim": 128}  # MobileFaceNet's own head is GDC
+ZOO_REFERENCE = "mobilefacenet.y1"
 PAPER_SIZE = {"width": 1.0}
 
 
@@ -127,26 +130,30 @@ def in_subprocess(kind: str, payload, threads: int, repeats: int) -> Dict:
 
 def comparisons(local: List[str], paper_size: bool) -> List[Dict]:
     """The cost-claim groups: (name, size, [reference, others...], claim)."""
-    methods = {n: zoo.read_config(zoo.LOCAL_ZOO / n)["architecture"]["method"] for n in local}
-    scan = next((n for n, method in methods.items() if method == "scan-folded"), None)
+    architectures = {n: zoo.read_config(zoo.LOCAL_ZOO / n)["architecture"] for n in local}
+    scan = next((n for n, arch in architectures.items()
+                 if arch["method"] == "scan-folded" and arch["backbone"] == ZOO_BACKBONE), None)
     folded = {"label": f"SCAN folded ({'zoo checkpoint ' + scan if scan else 'untrained, same architecture'})",
-              **({"load": scan} if scan else {"build": "scan-ir18", "fold": True, **ZOO_SIZE})}
+              **({"load": scan} if scan else {"build": f"scan-{ZOO_BACKBONE}", "fold": True, **ZOO_SIZE})}
+    plain = ({"label": f"plain {ZOO_BACKBONE} ({ZOO_REFERENCE})", "load": ZOO_REFERENCE} if ZOO_REFERENCE in local
+             else {"label": f"plain {ZOO_BACKBONE}", "build": ZOO_BACKBONE, **ZOO_SIZE})
+    size = f"{ZOO_BACKBONE} x1.0, GDC, 128-d"
     groups = [
-        {"name": "SCAN, folded", "size": "ir18 x0.25, GDC", "claim": "1.00x (paper: zero extra cost once folded)",
-         "specs": [{"label": "plain ir18", "build": "ir18", **ZOO_SIZE}, folded,
-                   {"label": "SCAN unfolded (training form)", "build": "scan-ir18", **ZOO_SIZE,
+        {"name": "SCAN, folded", "size": size, "claim": "1.00x (paper: zero extra cost once folded)",
+         "specs": [plain, folded,
+                   {"label": "SCAN unfolded (training form)", "build": f"scan-{ZOO_BACKBONE}", **ZOO_SIZE,
                     "note": "training form: what folding removes"}]},
-        {"name": "SRANet light", "size": "ir18 x0.25, GDC", "claim": "1.38x (paper, light SSA)",
-         "specs": [{"label": "plain ir18", "build": "ir18", **ZOO_SIZE},
-                   {"label": "SRANet light", "build": "sranet-ir18", **ZOO_SIZE}]},
+        {"name": "SRANet light", "size": size, "claim": "1.38x (paper, light SSA)",
+         "specs": [plain, {"label": "SRANet light", "build": f"sranet-{ZOO_BACKBONE}", **ZOO_SIZE}]},
     ]
     if paper_size:
         groups += [
-            {"name": "SCAN, folded", "size": "ir50 x1.0", "claim": "1.00x (paper: zero extra cost once folded)",
+            {"name": "SCAN, folded", "size": "ir50 x1.0", "paper_size": True,
+             "claim": "1.00x (paper: zero extra cost once folded)",
              "specs": [{"label": "plain ir50", "build": "ir50", **PAPER_SIZE},
                        {"label": "SCAN folded (untrained, same architecture)", "build": "scan-ir50", "fold": True,
                         **PAPER_SIZE}]},
-            {"name": "SRANet light", "size": "ir50 x1.0", "claim": "1.38x (paper, light SSA)",
+            {"name": "SRANet light", "size": "ir50 x1.0", "paper_size": True, "claim": "1.38x (paper, light SSA)",
              "specs": [{"label": "plain ir50", "build": "ir50", **PAPER_SIZE},
                        {"label": "SRANet light", "build": "sranet-ir50", **PAPER_SIZE}]},
         ]
@@ -180,12 +187,13 @@ def main(argv=None) -> int:
     groups = comparisons(local, not args.skip_paper_size)
     for group in groups:
         # the paper-size models are ~50x the work: fewer rounds keep the run in minutes
-        repeats = args.repeats if group["size"].endswith("GDC") else max(2, args.repeats // 2)
+        repeats = max(2, args.repeats // 2) if group.pop("paper_size", False) else args.repeats
         group.update(in_subprocess("compare", group.pop("specs"), args.threads, repeats))
         print(group, flush=True)
 
-    rows = [[m["model"] + (" (pretrained peer, ~3M faces)" if "peer" in m["spec"] else ""), m["architecture"],
-             f"{m['parameters']:,}" if m["parameters"] is not None else "n/a (dlib)",
+    rows = [[m["model"] + (f" (pretrained peer, {PEER_TRAINED_SHORT.get(m['spec']['peer'], 'trained elsewhere')})"
+                           if "peer" in m["spec"] else ""), m["architecture"],
+             f"{m['parameters']:,}" if m["parameters"] is not None else "n/a (not torch)",
              f"{m['cpu_ms_per_image_batch1']:.2f}", f"{m['cpu_ms_per_image_batch32']:.2f}",
              f"{m['wall_ms_per_image_batch32']:.2f}", f"{m['peak_rss_mb']:.0f}",
              f"{m['peak_over_loaded_mb']:.0f}"] for m in models]

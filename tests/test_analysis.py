@@ -1,10 +1,13 @@
 """Analyses on real zoo models and real LFW faces: what each figure must show, and that it renders.
 
-Models come from `zoo_model(method)`: a local zoo checkpoint of that method when one exists,
-else the registered architecture at width 0.25 after a few SGD steps on real faces (so t,
-attention and BatchNorm statistics have left their initial values). Assertions hold for
-both: shapes, ranges, exact identities of the maths, never what only good training shows.
-Every figure is written as PNG (plotly + kaleido + Chromium), HTML and JSON.
+Models come from `zoo_model(method)`: the plain model is the embedded zoo's reference,
+`mobilefacenet.y1` (InsightFace's MobileFaceNet, 128-d embeddings; it stays in the zoo for
+good), and each method is its registered MobileFaceNet architecture at width 0.25 with 128-d
+embeddings, like the zoo's fine-tuned models, after a few SGD steps on real faces (so t,
+attention and BatchNorm statistics have left their initial values); the fine-tuned
+checkpoints themselves are never needed. Assertions hold for any weights: shapes, ranges,
+exact identities of the maths, never what only good training shows. Every figure is written
+as PNG (plotly + kaleido + Chromium), HTML and JSON.
 """
 import json
 
@@ -19,22 +22,16 @@ from analysis.__main__ import main as cli
 from faces import DATA_ROOT, LFW_IMAGES, lfw_faces
 from PIL import Image
 
-BUILD = {"plain": "ir18", "scan": "scan-ir18", "sranet": "sranet-ir18", "arface": "arface-ir18", "hpda": "hpda-ir34"}
-SAME_METHOD = {"scan": ("scan", "scan-folded")}
-PREFER = {"plain": "ir18-npcface"}  # a plain model trained with NPCFace suits every plain-model test
+REFERENCE = "mobilefacenet.y1"  # the embedded zoo's imported reference: a real trained checkpoint
+BUILD = {"scan": "scan-mobilefacenet", "sranet": "sranet-mobilefacenet", "arface": "arface-mobilefacenet",
+         "hpda": "hpda-mobilefacenet"}
+SMALL = {"width": 0.25, "embedding_dim": 128}  # the zoo's embedding size, at test cost
 _MODELS = {}
-
-
-def _local_checkpoint(method):
-    names = zoo.local_models()
-    methods = {n: zoo.read_config(zoo.LOCAL_ZOO / n)["architecture"]["method"] for n in names}
-    matching = [n for n in names if methods[n] in SAME_METHOD.get(method, (method,))]
-    return PREFER.get(method) if PREFER.get(method) in matching else (matching[0] if matching else None)
 
 
 def _trained_build(method, faces, steps=2):
     torch.manual_seed(0)
-    model = zoo.build(BUILD[method], width=0.25).train()
+    model = zoo.build(BUILD[method], **SMALL).train()
     optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
     for _ in range(steps):
         loss = -model(faces).std() + sum(model.auxiliary_losses().values(), torch.zeros(()))
@@ -46,13 +43,12 @@ def _trained_build(method, faces, steps=2):
 
 @pytest.fixture(scope="session")
 def zoo_model():
-    """zoo_model(method): a trained local checkpoint of `method`, else a briefly trained build."""
+    """zoo_model(method): mobilefacenet.y1 for "plain", else a briefly trained small build of `method`."""
     train_faces = lfw_faces(2, seed=5)
 
     def get(method):
         if method not in _MODELS:
-            name = _local_checkpoint(method)
-            _MODELS[method] = zoo.load(name) if name else _trained_build(method, train_faces)
+            _MODELS[method] = zoo.load(REFERENCE) if method == "plain" else _trained_build(method, train_faces)
         return _MODELS[method]
 
     return get
@@ -269,6 +265,25 @@ def test_gradcam_of_similarity_for_any_model(method, zoo_model, faces, renders):
         renders(A.gradcam_figure(data), data)
 
 
+@pytest.mark.parametrize("as_tensor", [True, False])
+def test_gradcam_takes_a_reference_embedding_of_the_models_size(zoo_model, faces, as_tensor):
+    """mobilefacenet.y1 makes 128-d embeddings: a 128-d reference is an embedding (not a face),
+    and gives the same maps as the face it was computed from; another size is refused."""
+    model = zoo_model("plain")
+    assert model.config.embedding_dim == 128
+    reference = model.embed(A.images.model_input(A.as_faces(faces[:1])))[0]
+    assert reference.shape == (128,)
+    from_face = A.gradcam_similarity(model, faces[1:], faces[0])
+    from_embedding = A.gradcam_similarity(model, faces[1:], reference if as_tensor else reference.numpy())
+    assert from_embedding.reference_face is None and from_face.reference_face is not None
+    assert np.allclose(from_embedding.similarity, from_face.similarity, atol=1e-5)
+    assert np.allclose(from_embedding.cams, from_face.cams, atol=1e-4)
+    assert np.allclose(A.gradcam_similarity(model, faces[1:], reference[None]).similarity, from_face.similarity,
+                       atol=1e-5)  # a (1, 128) batch of one embedding
+    with pytest.raises(A.AnalysisError, match="reference embedding has 512 values.*makes 128-d embeddings"):
+        A.gradcam_similarity(model, faces[1:], torch.randn(512))
+
+
 # --- NPCFace: hard positive-negative correlation --------------------------------------------------
 
 def test_pearson_on_hand_built_cases():
@@ -323,7 +338,7 @@ def test_hard_samples_of_a_model_on_labelled_real_faces(zoo_model, tmp_path, ren
 # --- embedding UMAP -------------------------------------------------------------------------------
 
 def test_umap_of_labelled_faces_caches_embeddings(zoo_model, tmp_path, renders):
-    model = zoo_model("plain")
+    model = zoo_model("plain")  # 128-d: the cache must keep embeddings of the model's own size
     faces, labels, names, paths = lfw_labelled(identities=12, per_identity=5)
     cache = A.EmbeddingCache(tmp_path / "embeddings")
     first = A.embedding_umap(model, faces, labels, names, paths, blur_levels=(0, 3), cache=cache)
@@ -332,6 +347,7 @@ def test_umap_of_labelled_faces_caches_embeddings(zoo_model, tmp_path, renders):
     assert first.thumbnails.shape == (120, 48, 48, 3)
     assert np.array_equal(first.thumbnails[0], np.asarray(Image.fromarray(faces[0]).resize((48, 48), Image.BOX)))
     assert len(list(cache.root.rglob("*.npy"))) == 2
+    assert all(np.load(p).shape == (60, 128) for p in cache.root.rglob("*.npy"))
     original = model.embed
     model.embed = lambda *a, **k: pytest.fail("a cached embedding was recomputed")
     try:

@@ -1,8 +1,10 @@
 """The app, driven through gradio_client against a running `python app.py`, every tab and bad inputs.
 
-The app runs as a subprocess on 127.0.0.1 (a free port) on a temporary zoo of untrained
-width-0.25 models: one of each method the app draws maps for, a plain model whose card has
-a threshold and metrics, and one without a threshold. Set FACESCOPE_APP_TEST_ZOO to a
+The app runs as a subprocess on 127.0.0.1 (a free port) on a temporary zoo shaped like the
+embedded one: a copy of its reference `mobilefacenet.y1` (imported, 128-d; without a
+threshold, as imported, so the app must fall back to its uncalibrated default), then untrained
+width-0.25 MobileFaceNets with 128-d embeddings: a plain one whose card has a threshold and
+metrics, and one of each method the app draws maps for. Set FACESCOPE_APP_TEST_ZOO to a
 checkpoint folder (e.g. zoo/checkpoints) to test the app on those models instead. Tests
 read the model list from the app and assert what holds for any model: shapes, ranges,
 thresholds from each config.json, consistent numbers across endpoints; never accuracy.
@@ -12,8 +14,10 @@ Hub pulls go to `hub_server.LocalHub`; the unreachable hub is a closed port on 1
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,7 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "app" / "examples"
 SAME_A, SAME_B = EXAMPLES / "leonardo_dicaprio_1.jpg", EXAMPLES / "leonardo_dicaprio_2.jpg"
 OTHER = EXAMPLES / "condoleezza_rice.jpg"
-HUB_REPO = "facescope/hub-ir18"
+HUB_REPO = "facescope/hub-copy"
+REFERENCE = "mobilefacenet.y1"  # the embedded zoo's imported reference: there for good
+EMBEDDED_ZOO = Path(zoo.__file__).resolve().parent / "checkpoints"
 ENDPOINTS = ("/detect_faces", "/verify", "/blur_curve", "/explain", "/embeddings", "/zoo_list", "/model_card",
              "/pull_model")
 START_TIMEOUT = 600  # seconds: importing torch and gradio on a CPU busy with training is slow
@@ -61,22 +67,36 @@ def _metrics(threshold: float) -> Dict:
 
 
 def make_zoo(folder: Path) -> Path:
-    """Untrained models: each method with maps, a plain one with a card's threshold, one without."""
+    """The reference mobilefacenet.y1 without a threshold (as imported), then untrained small models
+    with a card's threshold: a plain one and each method with maps (named in alphabetical order,
+    so the app's order - imported, plain, methods - differs from the folders')."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = shutil.copytree(EMBEDDED_ZOO / REFERENCE, folder / REFERENCE)
+    config = json.loads((reference / "config.json").read_text())
+    for key in ("threshold", "metrics"):  # should the embedded copy be evaluated one day: as imported
+        config.pop(key, None)
+    (reference / "config.json").write_text(json.dumps(config, indent=2))
     torch.manual_seed(0)
-    models = {"scan-ir18": zoo.build("scan-ir18", width=0.25, head="gdc").fold(),
-              "sranet-ir18": zoo.build("sranet-ir18", width=0.25, head="gdc"),
-              "arface-ir18": zoo.build("arface-ir18", width=0.25, head="gdc"),
-              "hpda-mobilefacenet": zoo.build("hpda-mobilefacenet", width=0.25, hbp_dim=128),
-              "ir18-arcface": zoo.build("ir18", width=0.25, head="gdc"),
-              "ir18-nothreshold": zoo.build("ir18", width=0.25, head="gdc")}
+    small = {"width": 0.25, "embedding_dim": 128}
+    models = {"arface-mobilefacenet.untrained": zoo.build("arface-mobilefacenet", **small),
+              "hpda-mobilefacenet.untrained": zoo.build("hpda-mobilefacenet", hbp_dim=128, **small),
+              "mobilefacenet.untrained": zoo.build("mobilefacenet", **small),
+              "scan-mobilefacenet.untrained": zoo.build("scan-mobilefacenet", **small).fold(),
+              "sranet-mobilefacenet.untrained": zoo.build("sranet-mobilefacenet", **small)}
     for k, (name, model) in enumerate(models.items()):
-        if name == "ir18-nothreshold":
-            zoo.save(model.eval(), folder / name)
-        else:
-            metrics = _metrics(0.2 + 0.1 * k)
-            zoo.save(model.eval(), folder / name, card=card.render(model, metrics=metrics, name=name),
-                     extra_config=card.extra_config(metrics=metrics))
+        metrics = _metrics(0.2 + 0.1 * k)
+        zoo.save(model.eval(), folder / name, card=card.render(model, metrics=metrics, name=name),
+                 extra_config=card.extra_config(metrics=metrics))
     return folder
+
+
+def first_model(zoo_dir: Path) -> str:
+    """The model the app lists first (app.service.zoo_order), read from the configs alone."""
+    from app.service import ZooEntry, zoo_order
+
+    entries = [ZooEntry(p.name, "local zoo", p, zoo.read_config(p)) for p in sorted(zoo_dir.iterdir())
+               if (p / "config.json").is_file()]
+    return min(entries, key=zoo_order).name
 
 
 def zoo_for_tests(tmp_path_factory) -> Path:
@@ -137,10 +157,9 @@ def zoo_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_hub(zoo_dir) -> Iterator[LocalHub]:
-    """A local hub holding HUB_REPO: the first checkpoint of the zoo."""
+    """A local hub holding HUB_REPO: a copy of the model the app lists first."""
     with LocalHub() as server:
-        first = sorted(p for p in zoo_dir.iterdir() if (p / "config.json").is_file())[0]
-        hub.publish(first, HUB_REPO, endpoint=server.url)
+        hub.publish(zoo_dir / first_model(zoo_dir), HUB_REPO, endpoint=server.url)
         yield server
 
 
@@ -218,6 +237,14 @@ def configs(zoo_dir: Path, names: List[str]) -> Dict[str, Dict]:
     return {n: zoo.read_config(zoo_dir / n) for n in names if (zoo_dir / n / "config.json").is_file()}
 
 
+def expected_threshold(config: Dict):
+    """(threshold, calibrated) the app must judge with: the config's own, else the uncalibrated default."""
+    from app.service import DEFAULT_THRESHOLD
+
+    threshold = config.get("threshold")
+    return (DEFAULT_THRESHOLD, False) if threshold is None else (threshold, True)
+
+
 # ---- the API ---------------------------------------------------------------------------------
 
 def test_cli_help_and_bad_zoo():
@@ -243,7 +270,7 @@ def test_named_endpoints(client):
 def test_detect_faces(client):
     info, preview, faces, number, status = client.predict(handle_file(SAME_A), api_name="/detect_faces")
     assert info["name"] == SAME_A.name and len(info["faces"]) == 1 and number == 1
-    assert info["faces"][0]["detector"] in ("hog", "cnn")
+    assert info["faces"][0]["detector"] in ("yunet", "hog", "cnn")
     assert pixels(faces[0]["image"]).shape == (112, 112, 3)
     assert Image.open(preview).size == Image.open(SAME_A).size
     assert "1 face in" in status
@@ -255,16 +282,27 @@ def test_verify_every_model(client, models, zoo_dir):
     stored = configs(zoo_dir, models)
     for entry in data["models"]:
         assert -1.0 <= entry["similarity"] <= 1.0
-        threshold = stored[entry["model"]].get("threshold")
-        assert entry["threshold"] == pytest.approx(threshold) if threshold is not None else entry["threshold"] is None
-        if threshold is None:
-            assert entry["same"] is None and "similarity only" in entry["verdict"]
-        else:
-            assert entry["same"] == (entry["similarity"] >= threshold)
-            assert entry["verdict"] == ("same person" if entry["same"] else "different people")
+        threshold, calibrated = expected_threshold(stored[entry["model"]])
+        assert entry["threshold"] == pytest.approx(threshold) and entry["calibrated"] == calibrated
+        assert entry["same"] == (entry["similarity"] >= threshold)
+        verdict = "same person" if entry["same"] else "different people"
+        assert entry["verdict"] == (verdict if calibrated else f"{verdict} (uncalibrated threshold)")
         assert entry["model"] in html and entry["verdict"] in html
+    if not os.environ.get("FACESCOPE_APP_TEST_ZOO"):
+        assert not data["models"][0]["calibrated"] and "(uncalibrated)" in html  # the reference, as imported
+        assert all(entry["calibrated"] for entry in data["models"][1:])
     assert figure["type"] == "plotly"
     assert data["photo A"]["name"] == SAME_A.name and data["photo B"]["faces_found"] == 1
+
+
+def test_reference_first_then_plain_then_methods(models, zoo_dir):
+    stored = configs(zoo_dir, models)
+    imported = [m for m in models if "imported_from" in stored.get(m, {})]
+    assert models[:len(imported)] == imported
+    if not os.environ.get("FACESCOPE_APP_TEST_ZOO"):
+        assert models == [REFERENCE, "mobilefacenet.untrained", "arface-mobilefacenet.untrained",
+                          "hpda-mobilefacenet.untrained", "scan-mobilefacenet.untrained",
+                          "sranet-mobilefacenet.untrained"]
 
 
 def test_verify_subset_same_numbers(client, models):
@@ -347,14 +385,15 @@ def test_zoo_list_and_cards(client, models, zoo_dir):
         name = row[headers.index("model")]
         if name not in stored:
             continue  # pulled from the hub by another test
-        threshold = stored[name].get("threshold")
+        threshold, calibrated = expected_threshold(stored[name])
         shown = row[headers.index("threshold")]
-        assert shown == "none" if threshold is None else float(shown) == pytest.approx(threshold, abs=1e-4)
+        assert shown == f"{threshold:g} (uncalibrated)" if not calibrated else \
+            float(shown) == pytest.approx(threshold, abs=1e-4)
         text = client.predict(name, api_name="/model_card")
         assert not text.startswith("---") and name.split("-")[0] in text
     if not os.environ.get("FACESCOPE_APP_TEST_ZOO"):
         assert {"lfw-view1 clean", "lfw-view1 blur σ4", "cfp-fp clean"} <= set(headers)
-        row = table["data"][[r[headers.index("model")] for r in table["data"]].index("ir18-arcface")]
+        row = table["data"][[r[headers.index("model")] for r in table["data"]].index("mobilefacenet.untrained")]
         assert float(row[headers.index("lfw-view1 clean")]) == pytest.approx(0.61)
     with pytest.raises(AppError, match="unknown model 'nothing-here'"):
         client.predict("nothing-here", api_name="/model_card")
@@ -370,6 +409,39 @@ def test_pull_model_and_use_it(client, models, local_hub):
     assert result[1]["similarity"] == pytest.approx(result[0]["similarity"], abs=1e-5)  # the same weights
     fresh = Client(client.src, verbose=False)  # another session uses it too
     assert verify(fresh, SAME_A, SAME_B, [HUB_REPO])[0]["models"][0]["model"] == HUB_REPO
+
+
+def test_thresholds_fall_back_visibly():
+    """The card's threshold; else the clean evaluation's in its metrics; else the uncalibrated default."""
+    from app.service import DEFAULT_THRESHOLD, Verdict, model_threshold
+
+    metrics = _metrics(0.42)
+    assert model_threshold({"threshold": 0.4, "metrics": metrics}) == (0.4, metrics["threshold_from"], True)
+    bare = {k: v for k, v in metrics.items() if k not in ("threshold", "threshold_from")}
+    bare["protocols"] = {"cfp-fp": bare["protocols"]["cfp-fp"], "lfw-view1": bare["protocols"]["lfw-view1"]}
+    threshold, source, calibrated = model_threshold({"metrics": bare})  # LFW View 1 clean wins over CFP-FP
+    assert threshold == pytest.approx(0.42) and calibrated and source.startswith("lfw-view1 blur0")
+    imported = zoo.read_config(EMBEDDED_ZOO / REFERENCE)
+    for config in ({}, {key: value for key, value in imported.items() if key not in ("threshold", "metrics")}):
+        threshold, source, calibrated = model_threshold(config)
+        assert (threshold, calibrated) == (DEFAULT_THRESHOLD, False) and "uncalibrated" in source
+    assert Verdict("m", 0.5, 0.3, calibrated=False).text == "same person (uncalibrated threshold)"
+    assert Verdict("m", 0.1, 0.3).text == "different people"
+
+
+def test_zoo_order_reference_then_plain_then_methods():
+    from app.service import ZooEntry, zoo_order
+
+    def entry(name, method, imported=False, error=None):
+        config = {"architecture": {"method": method}, **({"imported_from": {"format": "mxnet"}} if imported else {})}
+        return ZooEntry(name, "local zoo", Path(name), config, error=error)
+
+    entries = [entry("arface-mobilefacenet.fss-ft", "arface"), entry("broken", "plain", error="corrupted"),
+               entry("mobilefacenet.fss-ft-npcface", "plain"), entry(REFERENCE, "plain", imported=True),
+               entry("scan-mobilefacenet.fss-ft", "scan-folded"), entry("mobilefacenet.fss-ft", "plain")]
+    assert [e.name for e in sorted(entries, key=zoo_order)] == [
+        REFERENCE, "mobilefacenet.fss-ft", "mobilefacenet.fss-ft-npcface", "arface-mobilefacenet.fss-ft",
+        "scan-mobilefacenet.fss-ft", "broken"]
 
 
 def test_pull_model_clear_messages(client):

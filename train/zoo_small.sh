@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Trains, evaluates and publishes FaceScope's embedded zoo (zoo/checkpoints/) on FaceScope-small.
+# Trains, evaluates and publishes FaceScope's first zoo, six width-0.25 models trained from scratch
+# on FaceScope-small (58-78% on LFW), into runs/zoo-small/ ($FACESCOPE_ZOO when set): never into the
+# embedded zoo (zoo/checkpoints/, built by train/zoo_finetune.sh). Serve or evaluate them with
+# FACESCOPE_ZOO=runs/zoo-small (e.g. python app.py --zoo runs/zoo-small).
 #
 # One recipe for every model: width 0.25, GDC head, ArcFace s=32 m=0.5 (NPCFace for the NPCFace
 # model), SGD lr 0.1 (40 warm-up steps, /10 after epoch 1), batch 32, 400 steps (~1.1 epochs of
@@ -9,6 +12,8 @@
 #   bash train/zoo_small.sh            # prepare data if needed, train, evaluate, publish
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export FACESCOPE_ZOO=${FACESCOPE_ZOO:-$PWD/runs/zoo-small}  # zoo.LOCAL_ZOO reads it: keeps zoo/checkpoints/ untouched
+mkdir -p "$FACESCOPE_ZOO"
 DATA=cache/packed/facescope-small-train.npz
 [ -f "$DATA" ] || python -m train.data.prepare --dataset facescope-small-train --out "$DATA" --workers 2
 
@@ -20,7 +25,7 @@ train() {  # NAME RECIPE [extra overrides...]: train, then publish into the loca
   python -m train.run "$recipe" --data "$DATA" --out "runs/$name" --resume "${COMMON[@]}" "$@" > "runs/$name.out" 2>&1
   publish "$name"
 }
-publish() {  # NAME: the finished run becomes zoo/checkpoints/NAME, evaluated clean and blurred
+publish() {  # NAME: the finished run becomes $FACESCOPE_ZOO/NAME, evaluated clean and blurred
   local name=$1
   python -m train.publish "runs/$name" --local "$name" --force
   OMP_NUM_THREADS=1 python -m train.evaluate --model "$name" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 \
