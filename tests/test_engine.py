@@ -160,7 +160,7 @@ def test_non_finite_loss_stops_with_a_clear_message(packed, tmp_path):
 
 
 def test_recipe_errors_name_the_problem(tmp_path):
-    with pytest.raises(ConfigError, match="recipes: arcface, arface, hpda, npcface, scan, sranet"):
+    with pytest.raises(ConfigError, match="recipes: arcface, arface, finetune, finetune-blur, finetune-npcface, hpda, npcface, scan, sranet"):
         load_recipe("nope")
     with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
         load_recipe("scan", ["lr=0.1"])
