@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
@@ -316,11 +317,12 @@ def start_at_class_centres(head: nn.Module, model: zoo.FaceModel, data: "PackedF
 
 
 def _fingerprint(source: str) -> str:
-    """Size and mtime of a checkpoint's weights: a re-imported checkpoint gets new centres."""
+    """The checkpoint's weights by content: other weights get new centres, a republished card
+    (same weights, new file time) keeps them."""
     folder = Path(zoo.LOCAL_ZOO) / source if (Path(zoo.LOCAL_ZOO) / source).is_dir() else Path(source)
     weights = folder / "model.safetensors"
-    stat = weights.stat() if weights.is_file() else None
-    return f"{stat.st_size}-{stat.st_mtime_ns}" if stat else "?"
+    with safe_open(str(weights), framework="pt") as reader:
+        return hashlib.sha1(b"".join(reader.get_tensor(k).numpy().tobytes() for k in sorted(reader.keys()))).hexdigest()
 
 
 def blur_some(faces: torch.Tensor, fraction: float, sigma_range) -> torch.Tensor:
