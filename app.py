@@ -62,9 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hub-endpoint", default=None, metavar="URL",
                         help="the Hugging Face Hub that the Zoo tab's Pull downloads from (default $HF_ENDPOINT, else "
                              "https://huggingface.co); visitors cannot change it")
-    parser.add_argument("--aligner", choices=aligner_choices(), default="dlib",
-                        help="face detector + landmarks for uploaded photos (default dlib: it handles the app's "
-                             "group, grayscale and transparent photos better; yunet is faster)")
+    parser.add_argument("--aligner", choices=aligner_choices(), default=None,
+                        help="face detector + landmarks for uploaded photos (default: the first listed, the one "
+                             "the zoo was fine-tuned and evaluated with)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: a request is a batch of two faces through small models, "
                              "which more threads slow down rather than speed up, badly so on a busy CPU)")

@@ -44,8 +44,9 @@ def test_registry_default_and_model_file():
         make_aligner("mtcnn")
     # other settings are another crop: another cache key
     assert make_aligner("yunet", score_threshold=0.7).version != yunet.version
-    reflect = make_aligner("yunet", border="reflect")
-    assert reflect.version.endswith("-reflect") and reflect.options()["border"] == "reflect"
+    assert yunet.options()["border"] == "reflect" and "-reflect-" in yunet.version
+    black = make_aligner("yunet", border="constant")
+    assert "-constant-" in black.version and black.options()["border"] == "constant"
     assert make_aligner("yunet", **yunet.options()).version == yunet.version
     with pytest.raises(ValueError, match="border 'wrap'"):
         make_aligner("yunet", border="wrap")
@@ -161,7 +162,7 @@ def test_cache_keys_differ_between_aligners(tmp_path, data_root):
 
 
 def test_worker_processes_build_the_same_aligner(tmp_path):
-    for aligner in (make_aligner("yunet"), make_aligner("yunet", score_threshold=0.6, border="reflect"),
+    for aligner in (make_aligner("yunet"), make_aligner("yunet", score_threshold=0.6, border="constant"),
                     make_aligner("dlib")):
         cache_module._worker_init(str(tmp_path), aligner.name, aligner.options(), aligner.version)
         built = cache_module._WORKER_CACHE.aligner

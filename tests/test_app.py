@@ -42,6 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "app" / "examples"
 SAME_A, SAME_B = EXAMPLES / "leonardo_dicaprio_1.jpg", EXAMPLES / "leonardo_dicaprio_2.jpg"
 OTHER = EXAMPLES / "condoleezza_rice.jpg"
+# Mean grey-level gap under which two crops are "the same photo aligned alike". With YuNet a
+# copy of SAME_A lands 3.4 (grayscale) to 12.8 (transparent frame) levels from the original's
+# crop; another photo of the same person lands 49 away and other people's 51-88.
+SAME_ALIGNMENT_TOLERANCE = 16
 HUB_REPO = "facescope/hub-copy"
 REFERENCE = "mobilefacenet.y1"  # the embedded zoo's imported reference: there for good
 EMBEDDED_ZOO = Path(zoo.__file__).resolve().parent / "checkpoints"
@@ -496,7 +500,7 @@ def test_awkward_photos_work(client, models, photos, name, note):
     data, _, _, verify_status = verify(client, SAME_A, photos[name], models)
     assert len(data["models"]) == len(models) and note in verify_status
     difference = np.abs(pixels(faces[0]["image"], "L") - aligned(client, SAME_A, "L")[0]).mean()
-    assert difference < 12, f"the {name} face is not aligned like the original photo's ({difference:.1f})"
+    assert difference < SAME_ALIGNMENT_TOLERANCE, f"the {name} face is not aligned like the original photo's ({difference:.1f})"
 
 
 def test_many_faces_user_chooses(client, models, photos):
@@ -510,7 +514,7 @@ def test_many_faces_user_chooses(client, models, photos):
         data, _, _, verify_status = verify(client, photos["group"], OTHER, models[:1], face_a=face)
         assert data["photo A"]["face"] == face and "holds 3 faces" in verify_status
         difference = np.abs(pixels(faces[face - 1]["image"]) - alone).mean()
-        assert (difference < 12) == (position == 1), (face, position, difference)
+        assert (difference < SAME_ALIGNMENT_TOLERANCE) == (position == 1), (face, position, difference)
     with pytest.raises(AppError, match="group.jpg has 3 face.*no face 4; choose 1 to 3"):
         verify(client, photos["group"], OTHER, models[:1], face_a=4)
 
@@ -526,10 +530,15 @@ def test_twenty_faces_each_found_and_choosable(client, models, tmp_path, data_ro
         tiles[int((top + bottom) / 2 // 250) * 5 + int((left + right) / 2 // 250)] = face["face"]
     assert sorted(tiles) == list(range(20))  # one face in every tile
     chosen = tiles[13]  # row 3, column 4
-    difference = np.abs(pixels(faces[chosen - 1]["image"]) - aligned(client, photos[13])[0]).mean()
-    assert difference < 12, f"face {chosen} is not the tile's person aligned as in their own photo ({difference:.1f})"
+    # The chosen face is the tile's person: the zoo model matches it with their own photo (the
+    # very same pixels) and not with the next tile's. Pixels are not compared here: inside the
+    # grid YuNet's landmarks land a few pixels from where they land on the photo alone.
     data, _, _, verify_status = verify(client, group, photos[13], models[:1], face_a=chosen)
     assert data["photo A"]["face"] == chosen and "holds 20 faces" in verify_status
+    own = data["models"][0]
+    neighbour = verify(client, group, photos[13], models[:1], face_a=tiles[12])[0]["models"][0]
+    assert own["same"] and not neighbour["same"], (own, neighbour)
+    assert own["similarity"] > 0.8 > neighbour["similarity"] + 0.5, (own["similarity"], neighbour["similarity"])
     with pytest.raises(AppError, match="twenty.jpg has 20 face.*no face 21; choose 1 to 20"):
         verify(client, group, photos[13], models[:1], face_a=21)
 

@@ -202,9 +202,9 @@ def test_checkpoint_round_trip_is_bit_exact(faces, tmp_path):
 
 
 def test_pretrained_start_with_every_patch_kept_is_the_plain_model(faces):
-    """ARFace has no keep-all switch; its inference decision is the policy's argmax, which
-    `force_mode` pins to the all-kept mode. Then M = 1 everywhere, no block is masked in eval,
-    and the Feature-Net started by the default init_from is exactly the trained plain model."""
+    """init_from starts the policy at keep-all for any face (probability 1/2, argmax at
+    inference): M = 1 everywhere, no block is masked in eval, and the untrained ARFace model is
+    exactly the trained plain model. Training still samples masked modes."""
     torch.manual_seed(1)
     plain = zoo.build("mobilefacenet", width=0.25, embedding_dim=128)
     with torch.no_grad():
@@ -219,7 +219,8 @@ def test_pretrained_start_with_every_patch_kept_is_the_plain_model(faces):
     untrained = model.init_from(plain)
     assert untrained and all(name.startswith("attention.") for name in untrained)
     keep_all = mode_index(set())
-    force_mode(model, keep_all)
+    probability = model.attention(faces).softmax(dim=1)
+    assert torch.allclose(probability[:, keep_all], torch.full((8,), 0.5))
     embeddings = model.embed(faces)
     assert (model.last_modes == keep_all).all() and model.last_masked_blocks == []
     assert embeddings.shape == (8, 128)

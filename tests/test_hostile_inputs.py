@@ -19,7 +19,7 @@ from PIL import Image
 import zoo
 from analysis.__main__ import main as analysis_main
 from train.data import CropCache
-from train.evaluate import main as evaluate_main
+from train.evaluate import embed_images, main as evaluate_main
 
 from hostile import break_checkpoints, write_hostile_files
 
@@ -100,8 +100,11 @@ def test_odd_but_valid_images_align_like_the_plain_photo(hostile, evaluation):
     gray_reference = np.asarray(Image.fromarray(reference.image).convert("L"), dtype=float)
     gray = np.asarray(Image.fromarray(crops["gray.png"].image).convert("L"), dtype=float)
     # YuNet, the default aligner, sees colour: on the grayscale copy its landmarks move a few
-    # pixels (15.3 grey levels here; the dlib cascade stayed under 8), still the same face
-    assert np.abs(gray - gray_reference).mean() < 20
+    # pixels (22 grey levels apart here; the dlib cascade stayed under 8). What matters is that
+    # it is still the same face, aligned well enough for the reference model to say so.
+    assert np.abs(gray - gray_reference).mean() < 30
+    colour, grey = embed_images(zoo.load("mobilefacenet.y1"), np.stack([reference.image, crops["gray.png"].image]))
+    assert float(colour @ grey) > 0.8, float(colour @ grey)
     assert np.ptp(crops["twenty.jpg"].image) > 100  # a face of the twenty, not a blank border
 
 
