@@ -46,7 +46,7 @@ def patient_start_check() -> None:
 
 
 def aligner_choices():
-    from train.data.align import aligner_names
+    from zoo.data.align import aligner_names
 
     return aligner_names()
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
             print(f"error: --zoo {args.zoo} is not a folder", file=sys.stderr)
             return 2
         os.environ["FACESCOPE_ZOO"] = str(args.zoo.resolve())  # zoo.LOCAL_ZOO reads it when zoo is imported,
-        import zoo  # which the --aligner choices (train.data) may have done already: then move it here too
+        import zoo  # which the --aligner choices (zoo.data) may have done already: then move it here too
 
         zoo.LOCAL_ZOO = args.zoo.resolve()
     if args.hub_endpoint is not None and not args.hub_endpoint.startswith(("http://", "https://")):
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
 
     from app.service import EXAMPLES_DIR, Service
     from app.ui import EXAMPLES, build
-    from train.data import make_aligner
+    from zoo.data import make_aligner
 
     service = Service(hub_endpoint=args.hub_endpoint, aligner=make_aligner(args.aligner))
     logging.getLogger("facescope.app").info("zoo %s: %s", service.zoo_dir, ", ".join(service.model_names()) or "empty")

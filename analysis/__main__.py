@@ -11,7 +11,7 @@
 
 --model is a local zoo name, a checkpoint folder or a hub repo id; a registered
 architecture name (scan-mobilefacenet) builds an untrained model, which is said on stderr. Images
-are aligned to the 112x112 template (train.data's default aligner, YuNet; 112x112 crops pass
+are aligned to the 112x112 template (zoo.data's default aligner, YuNet; 112x112 crops pass
 through), and the crops are cached. A labelled set (--folder) is one sub-folder per identity.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from train.data import CropCache, DataError, align_files, read_image_folder
-from train.evaluate import ModelNotFoundError, resolve_model
+from zoo.data import CropCache, DataError, align_files, read_image_folder
+from zoo.evaluate import ModelNotFoundError, resolve_model
 from zoo import CheckpointError
 
 from . import attention_maps, correlation, embeddings, export, gradcam, scale_map, t_density

@@ -2,7 +2,7 @@
 
 Embedding is the slow part of every set-level analysis, and the app redraws the same set
 many times, so embeddings are cached as plain .npy files (never pickles) under
-`<cache>/embeddings/` (cache/ by default, see train.data.paths.cache_root), keyed by:
+`<cache>/embeddings/` (cache/ by default, see zoo.data.paths.cache_root), keyed by:
 - the model: a hash of its config and every weight, so a retrained checkpoint or another
   random initialisation never reads a stale entry, whatever name it is loaded under;
 - the images: a hash of the aligned uint8 crops themselves (order included);
@@ -33,9 +33,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.colors import qualitative
 
-from train.data import parse_degradation
-from train.data.paths import atomic_write, cache_root
-from train.evaluate import embed_images
+from zoo.data import parse_degradation
+from zoo.data.paths import atomic_write, cache_root
+from zoo.evaluate import embed_images
 from zoo import FaceModel
 
 from .common import AnalysisError

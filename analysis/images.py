@@ -1,6 +1,6 @@
 """Faces in, maps onto faces: the one place that converts images and overlays maps.
 
-Analyses take aligned faces as HxWx3 uint8 RGB arrays (what `train.data` produces) or as
+Analyses take aligned faces as HxWx3 uint8 RGB arrays (what `zoo.data` produces) or as
 model-ready float tensors in [-1, 1]; everything is converted here, so every figure shows
 the pixels the model saw. Maps are resized onto the 112x112 face bilinearly when they are
 continuous (activations, attention) and with `nearest-exact` when each cell is a category
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
 
-from train.evaluate import to_tensor
+from zoo.evaluate import to_tensor
 from zoo.backbones import INPUT_SIZE
 
 FaceLike = Union[np.ndarray, torch.Tensor]
@@ -41,7 +41,7 @@ def as_faces(faces: Union[FaceLike, Sequence[np.ndarray]]) -> np.ndarray:
         array = array[None]
     if array.ndim != 4 or array.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3) or array.dtype != np.uint8:
         raise ValueError(f"expected aligned faces as ({INPUT_SIZE}, {INPUT_SIZE}, 3) uint8 RGB arrays "
-                         f"(see train.data.FaceAligner), got shape {array.shape} dtype {array.dtype}")
+                         f"(see zoo.data.FaceAligner), got shape {array.shape} dtype {array.dtype}")
     return np.ascontiguousarray(array)
 
 

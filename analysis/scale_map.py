@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from train.data import BLUR_LEVELS, gaussian_blur
+from zoo.data import BLUR_LEVELS, gaussian_blur
 from zoo import FaceModel
 
 from .common import AnalysisError, require
@@ -74,7 +74,7 @@ def scale_maps(model: FaceModel, face: FaceLike, layer: Optional[str] = None,
 
 def scale_sweep(model: FaceModel, face: FaceLike, layer: Optional[str] = None,
                 sigmas: Sequence[float] = BLUR_LEVELS) -> ScaleMaps:
-    """Scale maps of `face` blurred at sigmas 0, 1, 2, 3, 4, 6 (train.data.BLUR_LEVELS)."""
+    """Scale maps of `face` blurred at sigmas 0, 1, 2, 3, 4, 6 (zoo.data.BLUR_LEVELS)."""
     return scale_maps(model, face, layer, sigmas)
 
 

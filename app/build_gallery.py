@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from train.data import DEFAULT_ALIGNER, Aligner, aligner_names, data_root, load_image, make_aligner
+from zoo.data import DEFAULT_ALIGNER, Aligner, aligner_names, data_root, load_image, make_aligner
 
 APP = Path(__file__).resolve().parent
 GALLERY = APP / "gallery"

@@ -9,7 +9,7 @@ things out and the logic is testable without a browser. One instance serves the 
 - model work runs under one lock: Grad-CAM hooks into a model, so two requests must never
   share a model mid-forward, and on a CPU running them in turn costs little throughput.
 
-Bad input raises `InputError`, `train.data.DataError`, `analysis.AnalysisError` or
+Bad input raises `InputError`, `zoo.data.DataError`, `analysis.AnalysisError` or
 `zoo.hub.HubError`, each with a message meant for the person at the app (`USER_ERRORS`).
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ from PIL import Image
 import analysis
 import zoo
 from analysis import AnalysisError
-from train.data import DEFAULT_ALIGNER, Aligner, DataError, decode_image, gaussian_blur, load_image, low_resolution, make_aligner
-from train.data.align import SIZE, warp_to_template
-from train.evaluate import to_tensor
+from zoo.data import DEFAULT_ALIGNER, Aligner, DataError, decode_image, gaussian_blur, load_image, low_resolution, make_aligner
+from zoo.data.align import SIZE, warp_to_template
+from zoo.evaluate import to_tensor
 from zoo import CheckpointError, FaceModel, hub
 from zoo.card import PROTOCOL_ORDER
 
@@ -43,7 +43,7 @@ GALLERY_DIR = APP_DIR / "gallery"
 EXAMPLES_DIR = APP_DIR / "examples"
 
 MAX_PIXELS = 50_000_000  # refuse larger photos before decoding them (a 50 MP RGB array is 150 MB)
-# Uploaded photos are aligned like the zoo's training and test faces (train.data's default,
+# Uploaded photos are aligned like the zoo's training and test faces (zoo.data's default,
 # YuNet), so the models see the crops they were fine-tuned and measured on.
 APP_ALIGNER = DEFAULT_ALIGNER
 # The app lists every face of a photo, so it wants precision where dataset alignment (one face
@@ -54,7 +54,7 @@ LIST_MIN_SCORE = 0.7
 WORK_MAX_SIDE = 1600  # larger photos are shrunk before detection (at full size: group photos have small faces)
 PREVIEW_MAX_SIDE = 640  # the detection preview shown under each photo
 PHOTO_CACHE_SIZE = 32
-BLUR_SIGMAS = (0, 1, 2, 3, 4, 6, 8)  # the blur lab's curve; train.data's BLUR_LEVELS plus a harsher 8
+BLUR_SIGMAS = (0, 1, 2, 3, 4, 6, 8)  # the blur lab's curve; zoo.data's BLUR_LEVELS plus a harsher 8
 LOWRES_SIZES = (112, 56, 40, 28, 20, 14, 10, 7)
 MAX_SIGMA, MIN_SIDE = 12.0, 4  # past these every model sees mush
 TARGETS = ("second", "both")

@@ -1,19 +1,19 @@
 """Verification accuracy of every local zoo model and the pretrained peers, clean and blurred, with ROC curves.
 
-Every model goes through train.evaluate's own protocol code (`evaluate_protocol`: the same
+Every model goes through zoo.evaluate's own protocol code (`evaluate_protocol`: the same
 cached aligned crops, the same blur applied to the 112 px crop, cosine scores, 10-fold
 accuracy, AUC, TAR@FAR) on the project protocol: LFW View 1 test pairs, CFP-FF and CFP-FP,
 at blur sigma 0, 2 and 4. Nothing is reused from earlier evaluations.
 
-The peers (train.peer: dlib's ResNet, trained on about 3 million faces, and OpenCV Zoo's
+The peers (zoo.peers: dlib's ResNet, trained on about 3 million faces, and OpenCV Zoo's
 SFace, trained on web celebrity faces) are pretrained models from outside FaceScope; their
 rows say so. dlib costs ~0.12 CPU-s per image (SFace and the ir18 x0.25 zoo models a few
 ms), so work is split into jobs - one per zoo model, one per (peer, blur level) - run as
 `--jobs` parallel processes of one torch thread each. Faces are aligned by `--aligner`
-(default YuNet, train.data's default), recorded in every result.
+(default YuNet, zoo.data's default), recorded in every result.
 
 Writes bench/results/accuracy.{json,md}, one evaluate-format JSON per model in
-bench/results/accuracy/ (the schema of `python -m train.evaluate --out`), and ROC curves per
+bench/results/accuracy/ (the schema of `python -m zoo.evaluate --out`), and ROC curves per
 protocol (every model; solid clean, dashed blur 2, dotted blur 4) as HTML, JSON and PNG in
 bench/results/roc/ (see `write_figures`).
 
@@ -41,9 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import zoo  # noqa: E402
 from bench.common import RESULTS, markdown_table, write_results  # noqa: E402
-from train.data.paths import atomic_write  # noqa: E402
-from train.data.align import DEFAULT_ALIGNER, aligner_names  # noqa: E402
-from train.peer import PEER_TRAINED_ON, PEER_TRAINED_SHORT, PEERS, make_peer, peer_key  # noqa: E402
+from zoo.data.paths import atomic_write  # noqa: E402
+from zoo.data.align import DEFAULT_ALIGNER, aligner_names  # noqa: E402
+from zoo.peers import PEER_TRAINED_ON, PEER_TRAINED_SHORT, PEERS, make_peer, peer_key  # noqa: E402
 
 PROTOCOLS = ("lfw-view1", "cfp-ff", "cfp-fp")
 DASH = {0.0: "solid", 2.0: "dash", 4.0: "dot"}
@@ -53,8 +53,8 @@ def run_job(job: Dict) -> Dict:
     """Evaluate one model on every protocol under the job's conditions (in a child process)."""
     import torch
 
-    from train import evaluate
-    from train.data import CropCache, load_protocol, parse_degradation
+    from zoo import evaluate
+    from zoo.data import CropCache, load_protocol, parse_degradation
 
     torch.set_num_threads(1)
     name = job["model"]
@@ -71,7 +71,7 @@ def run_job(job: Dict) -> Dict:
         protocols[protocol] = evaluate.evaluate_protocol(model.eval(), pairs, conditions, cache,
                                                          progress=False, memo=memo)
     return {"model": {"spec": name, "name": getattr(model, "name", name),
-                      "resolved_by": "train.peer" if peer else "zoo.load",
+                      "resolved_by": "zoo.peers" if peer else "zoo.load",
                       "trained_on": PEER_TRAINED_ON[peer] if peer else "FaceScope-small (the embedded zoo recipe)",
                       "parameters": model.parameter_count() if hasattr(model, "parameter_count") else None},
             "settings": {"flip_test": False, "conditions": job["conditions"], "max_pairs": job["max_pairs"],
@@ -125,7 +125,7 @@ def merge(parts: List[Dict]) -> Dict[str, Dict]:
 
 def label(result: Dict) -> str:
     spec = result["model"]["spec"]
-    peer = peer_key(spec) if result["model"]["resolved_by"] == "train.peer" else None
+    peer = peer_key(spec) if result["model"]["resolved_by"] == "zoo.peers" else None
     return f"{spec} (pretrained peer, {PEER_TRAINED_SHORT[peer].split(' (')[0]})" if peer else spec
 
 
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
             for condition in conditions:
                 values = result["protocols"][protocol]["conditions"][condition]
                 cells.append(f"{100 * values['accuracy']:.2f} ± {100 * values['accuracy_std']:.2f}")
-        peer = peer_key(name) if result["model"]["resolved_by"] == "train.peer" else None
+        peer = peer_key(name) if result["model"]["resolved_by"] == "zoo.peers" else None
         trained = PEER_TRAINED_SHORT[peer] if peer else "FaceScope-small"
         rows.append([label(result), trained] + cells)
     first = next(iter(results.values()))

@@ -1,6 +1,6 @@
 """Alignment speed and faces not found, per aligner (YuNet, dlib), on real LFW and CFP photos.
 
-For each aligner of `train.data.align.ALIGNERS` (or --aligners) and each image set, every
+For each aligner of `zoo.data.align.ALIGNERS` (or --aligners) and each image set, every
 image is decoded first (not timed), the aligner's models are loaded on one extra image (not
 timed), then `aligner.align(image)` - detection, landmarks and the warp - runs on every
 image in turn. Reported: images per second of wall time and of process CPU time (the CPU
@@ -30,8 +30,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.common import markdown_table, write_results  # noqa: E402
-from train.data import ALIGNERS, data_root, load_image, make_aligner  # noqa: E402
-from train.data.align import aligner_names  # noqa: E402
+from zoo.data import ALIGNERS, data_root, load_image, make_aligner  # noqa: E402
+from zoo.data.align import aligner_names  # noqa: E402
 
 SETS = ("lfw", "cfp")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import markdown_table, write_results  # noqa: E402
-from train import evaluate  # noqa: E402
-from train.data import TEST_PROTOCOLS  # noqa: E402
+from zoo import evaluate  # noqa: E402
+from zoo.data import TEST_PROTOCOLS  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -32,7 +32,7 @@ def cpu_seconds() -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/eval_time.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilefacenet.y1",
-                        help="as train.evaluate --model (default: mobilefacenet.y1, the embedded zoo's reference)")
+                        help="as zoo.evaluate --model (default: mobilefacenet.y1, the embedded zoo's reference)")
     parser.add_argument("--protocol", default=",".join(TEST_PROTOCOLS))
     parser.add_argument("--blur", default="0")
     parser.add_argument("--batch-size", type=int, default=evaluate.DEFAULT_BATCH)

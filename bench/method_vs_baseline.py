@@ -40,7 +40,7 @@ COMPARISONS = [
     ("mobilefacenet.y1", BASELINE, "y1 untouched (what fine-tuning changed, negated)"),
 ]
 T_95 = 2.26  # two-sided 95% critical t for 9 degrees of freedom (10 folds)
-CLEAN = "blur0"  # train.evaluate names the clean condition of a blur sweep blur0
+CLEAN = "blur0"  # zoo.evaluate names the clean condition of a blur sweep blur0
 
 
 def fold_accuracies(evaluation: Dict) -> Dict[Tuple[str, str], np.ndarray]:

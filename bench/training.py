@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     if not args.data.is_file():
-        parser.error(f"{args.data}: no packed training set (python -m train.data.prepare --dataset "
+        parser.error(f"{args.data}: no packed training set (python -m train.prepare --dataset "
                      "facescope-small-train --out cache/packed/facescope-small-train.npz)")
     torch.set_num_threads(args.threads)
     gpu = torch.cuda.is_available() and not args.no_gpu

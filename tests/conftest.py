@@ -16,7 +16,7 @@ import torch
 TORCH_THREADS = 2
 torch.set_num_threads(TORCH_THREADS)
 
-from train.data import CropCache, FaceAligner, data_root as resolve_data_root
+from zoo.data import CropCache, FaceAligner, data_root as resolve_data_root
 
 
 @pytest.fixture(scope="session")

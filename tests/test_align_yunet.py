@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from train.data import (ALIGNERS, DEFAULT_ALIGNER, TEMPLATE_112, CropCache, FaceAligner, YuNetAligner, align_files,
+from zoo.data import (ALIGNERS, DEFAULT_ALIGNER, TEMPLATE_112, CropCache, FaceAligner, YuNetAligner, align_files,
                         load_image, make_aligner, similarity_transform)
-from train.data import cache as cache_module
-from train.data.align import YUNET_MODEL, yunet_model_file
+from zoo.data import cache as cache_module
+from zoo.data.align import YUNET_MODEL, yunet_model_file
 
 FRONTAL = ["lfw/images/Zico/Zico_0001.jpg", "lfw/images/Abel_Pacheco/Abel_Pacheco_0002.jpg",
            "lfw/images/Aaron_Peirsol/Aaron_Peirsol_0003.jpg", "lfw/images/Leonardo_DiCaprio/Leonardo_DiCaprio_0008.jpg",
@@ -173,7 +173,7 @@ def test_worker_processes_build_the_same_aligner(tmp_path):
 
 
 def test_prepare_records_the_aligner(tmp_path, data_root, capsys):
-    from train.data.prepare import main as prepare_main
+    from train.prepare import main as prepare_main
 
     listing = tmp_path / "pairs.txt"
     images = data_root / "lfw" / "images"
@@ -189,7 +189,7 @@ def test_prepare_records_the_aligner(tmp_path, data_root, capsys):
 
 
 def test_evaluate_records_the_aligner(tmp_path, capsys):
-    from train.evaluate import main as evaluate_main
+    from zoo.evaluate import main as evaluate_main
 
     out = tmp_path / "r.json"
     torch.manual_seed(0)
@@ -200,7 +200,7 @@ def test_evaluate_records_the_aligner(tmp_path, capsys):
     assert settings["aligner"] == "yunet" and settings["aligner_version"] == make_aligner().version
 
 
-ALIGNER_CLIS = {"train.data.prepare": ["--dataset", "x", "--out", "y.npz"], "train.evaluate": ["--model", "ir18"],
+ALIGNER_CLIS = {"train.prepare": ["--dataset", "x", "--out", "y.npz"], "zoo.evaluate": ["--model", "ir18"],
                 "app.build_gallery": [], "app.py": []}
 
 

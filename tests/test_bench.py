@@ -45,7 +45,7 @@ def test_accuracy_table_holds_zoo_model_and_peer(accuracy_run):
     payload = json.loads((accuracy_run / "accuracy.json").read_text())
     assert list(payload["models"]) == [REFERENCE, "dlib-resnet"]
     peer = payload["models"]["dlib-resnet"]
-    assert peer["model"]["resolved_by"] == "train.peer" and "million" in peer["model"]["trained_on"]
+    assert peer["model"]["resolved_by"] == "zoo.peers" and "million" in peer["model"]["trained_on"]
     for name, entry in payload["models"].items():
         conditions = entry["protocols"]["lfw-view1"]["conditions"]
         assert set(conditions) == {"blur0", "blur4"}
@@ -65,7 +65,7 @@ def test_accuracy_writes_roc_and_evaluate_files(accuracy_run):
         assert curve["far"][0] <= curve["far"][-1] and len(curve["far"]) == len(curve["tar"])
     assert (accuracy_run / "roc" / "roc_lfw-view1.html").stat().st_size > 1000
     evaluated = json.loads((accuracy_run / "accuracy" / f"{REFERENCE}.json").read_text())
-    assert set(evaluated) == {"model", "settings", "protocols"}  # the schema of train.evaluate --out
+    assert set(evaluated) == {"model", "settings", "protocols"}  # the schema of zoo.evaluate --out
 
 
 def test_readme_tables_replace_the_section_whole(accuracy_run, tmp_path, monkeypatch):

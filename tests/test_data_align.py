@@ -3,8 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from train.data import TEMPLATE_112, load_image, similarity_transform
-from train.data.align import landmarks_from_68, model_files
+from zoo.data import TEMPLATE_112, load_image, similarity_transform
+from zoo.data.align import landmarks_from_68, model_files
 
 FRONTAL = ["lfw/images/Zico/Zico_0001.jpg", "lfw/images/Abel_Pacheco/Abel_Pacheco_0002.jpg",
            "lfw/images/Aaron_Peirsol/Aaron_Peirsol_0003.jpg", "cfp/Data/Images/001/frontal/05.jpg",

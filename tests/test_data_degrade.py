@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from train.data import BLUR_LEVELS, gaussian_blur, low_resolution, parse_degradation
-from train.data.degrade import blur_levels
+from zoo.data import BLUR_LEVELS, gaussian_blur, low_resolution, parse_degradation
+from zoo.data.degrade import blur_levels
 
 
 def test_names_parse_and_normalise():
@@ -38,7 +38,7 @@ def test_blur_of_an_impulse_is_the_sampled_gaussian():
 
 
 def test_blur_zero_is_identity_and_levels_are_monotone(data_root, face_aligner):
-    from train.data import load_image
+    from zoo.data import load_image
 
     crop = face_aligner.align(load_image(data_root / "lfw" / "images" / "Zico" / "Zico_0001.jpg")).image
     assert np.array_equal(gaussian_blur(crop, 0), crop)

@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from train.data import EmptyDatasetError, MissingFileError, read_image_folder
+from zoo.data import EmptyDatasetError, MissingFileError, read_image_folder
 
 
 def test_lfw_images_folder_reads_as_identities(data_root):

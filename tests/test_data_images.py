@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.data import ImageDecodeError, MissingFileError, decode_image, load_image
+from zoo.data import ImageDecodeError, MissingFileError, decode_image, load_image
 
 
 def _save(tmp_path, name, image, **kwargs):

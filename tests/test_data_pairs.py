@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from train.data import (EmptyDatasetError, FormatError, MissingFileError, read_cfp_pairs, read_lfw_pairs,
+from zoo.data import (EmptyDatasetError, FormatError, MissingFileError, read_cfp_pairs, read_lfw_pairs,
                         read_pairs, read_plain_pairs, stratified_folds)
 
 

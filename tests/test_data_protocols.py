@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from train.data import DataError, TEST_PROTOCOLS, facescope_small_train, load_protocol
-from train.data.protocols import assert_disjoint, cfp_names
+from zoo.data import DataError, TEST_PROTOCOLS, facescope_small_train, load_protocol
+from zoo.data.protocols import assert_disjoint, cfp_names
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import struct
 import numpy as np
 import pytest
 
-from train.data import FormatError, MissingFileError, RecordIODataset, RecordIOReader, RecordIOWriter, load_image
-from train.data.align import center_crop
-from train.data.recordio import MAGIC, IRHeader, pack_record, unpack_record, write_insightface_rec
+from zoo.data import FormatError, MissingFileError, RecordIODataset, RecordIOReader, RecordIOWriter, load_image
+from zoo.data.align import center_crop
+from zoo.data.recordio import MAGIC, IRHeader, pack_record, unpack_record, write_insightface_rec
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_truncated_record_is_reported(tmp_path, lfw_samples):
 
 
 def test_file_without_insightface_header_reads_every_key(tmp_path, lfw_samples):
-    from train.data.images import encode_jpeg
+    from zoo.data.images import encode_jpeg
 
     rec, idx = tmp_path / "plain.rec", tmp_path / "plain.idx"
     with RecordIOWriter(rec, idx) as writer:

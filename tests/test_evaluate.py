@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from train.evaluate import ModelNotFoundError, embed_images, main, resolve_model, to_tensor
+from zoo.evaluate import ModelNotFoundError, embed_images, main, resolve_model, to_tensor
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import zoo
 from faces import lfw_identities
 from train import validate
 from train.config import ConfigError, load_recipe
-from train.data.degrade import gaussian_blur
+from zoo.data.degrade import gaussian_blur
 from train.engine import PackedFaces, Trainer, blur_some, to_model_input
 
 REFERENCE = "mobilefacenet.y1"  # the imported InsightFace model: stays in the embedded zoo

@@ -3,7 +3,7 @@ valid images just work, and a failed run leaves no partial output behind.
 
 Every hostile file is generated here from one real LFW photo (or twenty of them). The
 evaluation runs in-process (fast); the broken-checkpoint runs go through a real
-`python -m train.evaluate` process, because "exit code 2 and no traceback" is about what a
+`python -m zoo.evaluate` process, because "exit code 2 and no traceback" is about what a
 user's terminal shows.
 """
 import json
@@ -18,8 +18,8 @@ from PIL import Image
 
 import zoo
 from analysis.__main__ import main as analysis_main
-from train.data import CropCache
-from train.evaluate import embed_images, main as evaluate_main
+from zoo.data import CropCache
+from zoo.evaluate import embed_images, main as evaluate_main
 
 from hostile import break_checkpoints, write_hostile_files
 
@@ -133,7 +133,7 @@ def test_broken_checkpoints_are_refused_with_a_clear_message(hostile, tiny_model
     pairs.write_text("\n".join(hostile["lines"][-2:]) + "\n")
     for folder in list(broken)[::2]:  # one of each kind through a real process
         out = tmp_path / f"{folder.name}.json"
-        run = subprocess.run([sys.executable, "-m", "train.evaluate", "--model", str(folder), "--protocol", str(pairs),
+        run = subprocess.run([sys.executable, "-m", "zoo.evaluate", "--model", str(folder), "--protocol", str(pairs),
                               "--cache-dir", str(hostile["cache"]), "--out", str(out), "--quiet"],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
         assert run.returncode == 2, run.stderr

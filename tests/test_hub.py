@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 import zoo
 from faces import lfw_faces, lfw_paths
 from hub_server import LocalHub
-from train import evaluate, publish as publish_cli
+from train import publish as publish_cli
+from zoo import evaluate
 from zoo import card, hub
 from zoo.hub import HubError
 

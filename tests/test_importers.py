@@ -119,8 +119,8 @@ def test_y1_embeds_the_same_person_closer_than_different_people(y1_folder):
 
 
 def _lfw_view1(model, cache, max_pairs=None):
-    from train.data import load_protocol, parse_degradation
-    from train.evaluate import evaluate_protocol
+    from zoo.data import load_protocol, parse_degradation
+    from zoo.evaluate import evaluate_protocol
 
     pairs = load_protocol("lfw-view1")
     if max_pairs:
@@ -131,7 +131,7 @@ def _lfw_view1(model, cache, max_pairs=None):
 
 @pytest.fixture(scope="module")
 def yunet_cache(tmp_path_factory):
-    from train.data import CropCache
+    from zoo.data import CropCache
 
     return CropCache(tmp_path_factory.mktemp("crop-cache-yunet"), "yunet")
 

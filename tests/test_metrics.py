@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from train import metrics, report
+from zoo import metrics, report
 
 # Six pairs, scores descending: same, same, diff, same, diff, diff.
 SCORES = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
@@ -103,7 +103,7 @@ def test_verification_metrics_and_downsampled_roc():
 
 
 def _results():
-    """A results dict shaped like train.evaluate's, from known scores."""
+    """A results dict shaped like zoo.evaluate's, from known scores."""
     def condition(kind, amount, scores, same, folds):
         return {"degradation": {"kind": kind, "amount": amount}, **metrics.verification_metrics(scores, same, folds)}
 

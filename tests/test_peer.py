@@ -12,10 +12,10 @@ import torch
 
 import zoo
 from faces import lfw_faces, lfw_paths
-from train.data import Degradation, load_image, load_protocol
-from train.data.align import model_files
-from train.evaluate import evaluate_protocol, to_tensor
-from train.peer import (CHIP_PADDING, CHIP_POINTS, CHIP_SIZE, PEERS, DlibPeer, SFacePeer, make_peer,
+from zoo.data import Degradation, load_image, load_protocol
+from zoo.data.align import model_files
+from zoo.evaluate import evaluate_protocol, to_tensor
+from zoo.peers import (CHIP_PADDING, CHIP_POINTS, CHIP_SIZE, PEERS, DlibPeer, SFacePeer, make_peer,
                         measure_chip_points, peer_key, sface_graph, sface_model_file, to_uint8)
 
 
@@ -67,7 +67,7 @@ def test_fixed_warp_reproduces_dlibs_own_chips(peer, face_aligner):
 
 
 def test_separates_people_on_lfw_view1_and_sees_the_zoo_models_pixels(crop_cache, data_root):
-    """40 real test pairs through train.evaluate's own protocol code, clean and blurred."""
+    """40 real test pairs through zoo.evaluate's own protocol code, clean and blurred."""
     pairs = load_protocol("lfw-view1", data_root).subset(40)
     conditions = [Degradation("blur0", "blur", 0.0), Degradation("blur4", "blur", 4.0)]
 
@@ -102,7 +102,7 @@ def sface():
 
 @pytest.fixture(scope="module")
 def yunet_cache(tmp_path_factory):
-    from train.data import CropCache
+    from zoo.data import CropCache
 
     return CropCache(tmp_path_factory.mktemp("yunet-crops"), "yunet")
 
@@ -154,8 +154,8 @@ class _SwappedChannels(torch.nn.Module):
 @pytest.fixture(scope="module")
 def lfw100(sface, yunet_cache, data_root):
     """100 LFW View 1 test pairs, YuNet crops, embedded once as RGB (the contract) and as BGR."""
-    from train.data import align_files
-    from train.evaluate import embed_images
+    from zoo.data import align_files
+    from zoo.evaluate import embed_images
 
     pairs = load_protocol("lfw-view1", data_root).subset(100)
     aligned = align_files(pairs.images(), yunet_cache, progress=False)
@@ -171,7 +171,7 @@ def _scores(pairs, vectors):
 def test_sface_separates_same_and_different_people(lfw100):
     """20 real LFW View 1 test pairs (10 same, 10 different), YuNet crops. Measured: same-person
     cosine 0.39-0.93 (mean 0.68), different-person at most 0.36 (mean 0.09)."""
-    from train import metrics
+    from zoo import metrics
 
     pairs = lfw100[0].subset(20)
     scores = _scores(pairs, lfw100[1]["rgb"])
@@ -182,7 +182,7 @@ def test_sface_separates_same_and_different_people(lfw100):
 
 
 def test_sface_accuracy_on_100_lfw_view1_pairs_and_its_channel_order(lfw100, yunet_cache):
-    """train.evaluate's own protocol code (its memo pre-filled with the fixture's embeddings,
+    """zoo.evaluate's own protocol code (its memo pre-filled with the fixture's embeddings,
     made by its `embed_images`). Measured 99% (AUC 1.0); on all 1,000 pairs 99.2%. The project's
     RGB crops are what SFace wants (OpenCV feeds it with swapRB=True): fed BGR, same and
     different people lie closer (all 1,000 pairs: 98.7%; CFP-FP 91.6% instead of 94.3%)."""

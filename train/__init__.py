@@ -1,7 +1,8 @@
-"""FaceScope training and evaluation.
+"""FaceScope training: recipes, the engine and its per-method steps, losses, validation on
+held-out training identities, and publishing runs into the zoo.
 
-`train.data` turns face datasets as researchers have them into aligned 112x112 RGB crops
-(readers, alignment, degradations, crop cache, named protocols); `train.metrics` and
-`train.evaluate` turn a model's embeddings of those crops into verification numbers; the
-training engine consumes the packed crops that `python -m train.data.prepare` writes.
+Training consumes the packed crops that `python -m train.prepare` writes. Everything needed
+to turn a photo into an embedding and a pair list into metrics lives in `zoo` (`zoo.data`,
+`zoo.evaluate`, `zoo.metrics`, `zoo.peers`), so the app and the analyses never import this
+package.
 """

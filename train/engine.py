@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 import zoo
 from zoo.checkpoint import swap_in
-from train.data.degrade import gaussian_blur
-from train.data.paths import cache_root
+from zoo.data.degrade import gaussian_blur
+from zoo.data.paths import cache_root
 from train.losses import build_loss
 from train.recorders import EpochRecorders
 from train.steps import step_for

@@ -9,7 +9,7 @@ From a run folder (what train.run writes): the model is rebuilt from the recipe 
 state/state.json, its weights loaded from state/model.safetensors and, for a method that
 folds (SCAN), folded into its plain inference form. The checkpoint gets a model card with the
 training data, recipe, train time and throughput, the metrics of --eval (default RUN/eval.json
-when present, written by `python -m train.evaluate --out RUN/eval.json`), intended use and
+when present, written by `python -m zoo.evaluate --out RUN/eval.json`), intended use and
 limits; config.json carries the same record and the verification threshold.
 From a checkpoint folder: published as is, or with a regenerated card when --eval is given.
 
@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     target.add_argument("--local", metavar="NAME", help=f"write into the local zoo ({zoo.LOCAL_ZOO}/NAME)")
     parser.add_argument("--revision", metavar="BRANCH", help="hub branch to commit to (created if needed; default main)")
     parser.add_argument("--eval", type=Path, metavar="RESULTS.json", action="append",
-                        help="metrics from `python -m train.evaluate --out` for the card (default RUN/eval.json); "
+                        help="metrics from `python -m zoo.evaluate --out` for the card (default RUN/eval.json); "
                              "repeat to merge runs that measured other conditions of the same model")
     parser.add_argument("--force", action="store_true", help="replace a checkpoint of another architecture")
     parser.add_argument("--private", action="store_true", help="create the hub repo private")
@@ -98,7 +98,7 @@ def _images_per_second(log: Path) -> Optional[float]:
 
 
 def merged_evaluation(paths: List[Path]) -> Dict[str, Any]:
-    """train.evaluate JSONs of one model as one: each protocol's conditions side by side."""
+    """zoo.evaluate JSONs of one model as one: each protocol's conditions side by side."""
     merged: Dict[str, Any] = {}
     for path in paths:
         evaluation = json.loads(path.read_text())
@@ -116,12 +116,12 @@ def merged_evaluation(paths: List[Path]) -> Dict[str, Any]:
 
 
 def read_metrics(paths: List[Path], model: zoo.FaceModel, training: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Compact metrics of train.evaluate JSON(s), refused when they measured another model."""
+    """Compact metrics of zoo.evaluate JSON(s), refused when they measured another model."""
     path = paths[0]
     try:
         metrics = card.summarize(merged_evaluation(paths))
     except KeyError as err:
-        raise ValueError(f"{path}: not a train.evaluate results JSON (no {err.args[0]!r} entry)") from None
+        raise ValueError(f"{path}: not a zoo.evaluate results JSON (no {err.args[0]!r} entry)") from None
     measured = metrics["evaluated_model"]
     allowed = {model.name, (training or {}).get("folded_from")}
     if measured is not None and measured not in allowed:

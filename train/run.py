@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipe name from train/configs (arcface, scan, sranet, arface, hpda, "
                                        "npcface) or a path to a .toml file")
-    parser.add_argument("--data", required=True, type=Path, help="packed training faces (.npz from train.data.prepare)")
+    parser.add_argument("--data", required=True, type=Path, help="packed training faces (.npz from train.prepare)")
     parser.add_argument("--out", required=True, type=Path, help="run folder (logs, records, resumable state)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a recipe value, e.g. --set optim.lr=0.05 (repeatable)")
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
             raise ConfigError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
         if not args.data.is_file():
             raise FileNotFoundError(f"{args.data}: no such packed training set "
-                                    "(make one with python -m train.data.prepare)")
+                                    "(make one with python -m train.prepare)")
         trainer = Trainer(config, PackedFaces(args.data), args.out, device=args.device,
                           progress=not args.no_progress)
         resumed = args.resume and trainer.load_state()

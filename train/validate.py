@@ -20,11 +20,11 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
-from train import metrics
+from zoo import metrics
 from train.config import ConfigError, load_recipe
-from train.data.degrade import parse_degradation
+from zoo.data.degrade import parse_degradation
 from train.engine import PackedFaces, Trainer
-from train.evaluate import embed_images
+from zoo.evaluate import embed_images
 
 RESULT_FILE = "validation.json"
 
@@ -97,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train.validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", nargs="?", help="recipe name or .toml path (as for train.run)")
-    parser.add_argument("--data", type=Path, help="packed training faces (.npz from train.data.prepare)")
+    parser.add_argument("--data", type=Path, help="packed training faces (.npz from train.prepare)")
     parser.add_argument("--out", type=Path, help="run folder for this candidate")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a recipe value (repeatable), e.g. --set init.backbone_lr=0.005")

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=cache/packed/facescope-small-train-yunet.npz
-[ -f "$DATA" ] || python -m train.data.prepare --dataset facescope-small-train --aligner yunet --out "$DATA"
+[ -f "$DATA" ] || python -m train.prepare --dataset facescope-small-train --aligner yunet --out "$DATA"
 if [ ! -d zoo/checkpoints/mobilefacenet.y1 ]; then
   python -m zoo import ../shared/pretrained/insightface-mobilefacenet-y1 --arch mobilefacenet \
     --out zoo/checkpoints/mobilefacenet.y1 \
@@ -24,7 +24,7 @@ fi
 # keeps a model's evaluation at about 7 CPU-minutes (bench/method_vs_baseline.py reads eval.json).
 mkdir -p runs
 evaluate() {  # NAME: evaluate a local zoo model into runs/NAME/eval{,-lowres}.json (skipped when done)
-  local run=(python -m train.evaluate --model "$1" --aligner yunet --quiet)
+  local run=(python -m zoo.evaluate --model "$1" --aligner yunet --quiet)
   [ -f "runs/$1/eval-lowres.json" ] || OMP_NUM_THREADS=1 "${run[@]}" --protocol lfw-view1 --blur "" --lowres 28 \
     --out "runs/$1/eval-lowres.json"
   [ -f "runs/$1/eval.json" ] || OMP_NUM_THREADS=1 "${run[@]}" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 \

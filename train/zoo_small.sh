@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 export FACESCOPE_ZOO=${FACESCOPE_ZOO:-$PWD/runs/zoo-small}  # zoo.LOCAL_ZOO reads it: keeps zoo/checkpoints/ untouched
 mkdir -p "$FACESCOPE_ZOO"
 DATA=cache/packed/facescope-small-train.npz
-[ -f "$DATA" ] || python -m train.data.prepare --dataset facescope-small-train --out "$DATA" --workers 2
+[ -f "$DATA" ] || python -m train.prepare --dataset facescope-small-train --out "$DATA" --workers 2
 
 COMMON=(--set model.width=0.25 --set "loss.s=32.0" --set optim.batch_size=32 --set optim.lr=0.1
         --set optim.warmup_steps=40 --set "optim.milestones=[1]" --set optim.epochs=2 --set run.max_steps=400
@@ -28,7 +28,7 @@ train() {  # NAME RECIPE [extra overrides...]: train, then publish into the loca
 publish() {  # NAME: the finished run becomes $FACESCOPE_ZOO/NAME, evaluated clean and blurred
   local name=$1
   python -m train.publish "runs/$name" --local "$name" --force
-  OMP_NUM_THREADS=1 python -m train.evaluate --model "$name" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 \
+  OMP_NUM_THREADS=1 python -m zoo.evaluate --model "$name" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 \
     --out "runs/$name/eval.json" --quiet
   python -m train.publish "runs/$name" --local "$name" --eval "runs/$name/eval.json" --force
 }

@@ -6,7 +6,7 @@ intended use and limits. The same facts go machine-readable into config.json (se
 `extra_config`), so the app reads each model's verification threshold without parsing
 markdown, and a card can be regenerated from a checkpoint folder alone.
 
-    metrics = card.summarize(json.load(open("runs/scan/eval.json")))   # from train.evaluate
+    metrics = card.summarize(json.load(open("runs/scan/eval.json")))   # from zoo.evaluate
     text = card.render(model, training, metrics, name="facescope/scan-ir18")
     zoo.save(model, folder, card=text, extra_config=card.extra_config(training, metrics))
 """
@@ -49,7 +49,7 @@ LIMITS = [
 
 
 def summarize(evaluation: Dict[str, Any]) -> Dict[str, Any]:
-    """The compact metrics of a `train.evaluate` results JSON (no ROC curves or per-fold lists)."""
+    """The compact metrics of a `zoo.evaluate` results JSON (no ROC curves or per-fold lists)."""
     settings = evaluation.get("settings", {})
     protocols = {}
     for name, entry in evaluation["protocols"].items():
@@ -237,7 +237,7 @@ def _metrics_section(metrics: Optional[Dict[str, Any]], init: Optional[Dict[str,
         notes.append(f"**Not identity-disjoint:** these weights start from `{Path(str(init['from'])).name}`, "
                      "trained on data that may share identities with these test sets (MS1M holds many LFW "
                      "and CFP celebrities; see the initialisation above).")
-    notes += [f"Measured with `python -m train.evaluate` (aligner `{metrics.get('aligner')}`, flip-test "
+    notes += [f"Measured with `python -m zoo.evaluate` (aligner `{metrics.get('aligner')}`, flip-test "
              f"{'on' if metrics.get('flip_test') else 'off'}); '-' marks a FAR below 1 / negative pairs, which "
              "the protocol cannot measure."]
     if metrics.get("max_pairs"):

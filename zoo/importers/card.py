@@ -96,7 +96,7 @@ def render(model: FaceModel, source: SourceModel, record: Dict[str, Any], prov: 
         parts.append("### Assumed\n\n" + "".join(f"- {line}\n" for line in source.notes))
     parts.append(f"## Licence\n\n{licence}\n")
     parts.append("## Evaluation\n\nNot evaluated by the importer: treat its accuracy as unknown until measured, "
-                 f"e.g. `python -m train.evaluate --model {out} --protocol lfw-view1`. Numbers published with the "
+                 f"e.g. `python -m zoo.evaluate --model {out} --protocol lfw-view1`. Numbers published with the "
                  "source are its authors' claims on their own alignment.\n")
     parts.append("## Limits\n\n" + "".join(f"- {item}\n" for item in LIMITS))
     return "\n".join(parts)

@@ -1,4 +1,4 @@
-"""Evaluation results (the JSON of `train.evaluate`) as a text table, CSV rows and plotly figures."""
+"""Evaluation results (the JSON of `zoo.evaluate`) as a text table, CSV rows and plotly figures."""
 from __future__ import annotations
 
 import csv

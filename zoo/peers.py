@@ -14,7 +14,7 @@ about 3 million faces (VGG, FaceScrub and web images; dlib reports 99.38% on LFW
 likely include people of LFW and CFP. Tables must label it that way.
 
 What it sees. `DlibPeer.embed` takes exactly what every zoo model takes - the aligned 112x112
-crops of `train.evaluate`, after the same degradation (blur is applied at 112 px, before
+crops of `zoo.evaluate`, after the same degradation (blur is applied at 112 px, before
 the peer touches the crop) - so it is evaluated by the same code on the same pairs and
 blur levels. dlib's network wants 150x150 chips framed like `dlib.get_face_chip` frames
 them (padding 0.25: the face larger and higher than in the ArcFace template), so each crop
@@ -67,7 +67,7 @@ def weights_path() -> Path:
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """Invert the zoo's input convention: (N,3,112,112) in [-1,1] -> (N,112,112,3) uint8 RGB
-    (exact for tensors made from uint8 crops by train.evaluate.to_tensor)."""
+    (exact for tensors made from uint8 crops by zoo.evaluate.to_tensor)."""
     pixels = (images.detach().float().cpu() * 128.0 + 127.5).round().clamp(0, 255).to(torch.uint8)
     return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
 

@@ -63,7 +63,7 @@ YUNET_BORDERS = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT,
                  "reflect101": cv2.BORDER_REFLECT_101}
 YUNET_BORDER = "reflect"
 YUNET_SCORE_THRESHOLD = 0.5
-# What the app, `train.data.prepare` and `train.evaluate` use unless told otherwise.
+# What the app, `train.prepare` and `zoo.evaluate` use unless told otherwise.
 DEFAULT_ALIGNER = "yunet"
 
 

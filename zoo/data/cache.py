@@ -34,7 +34,7 @@ class CropCache:
     """Get-or-make aligned crops for image files.
 
     `aligner` is an aligner instance or a registered name ("yunet", "dlib"); None is the
-    default aligner (`train.data.align.DEFAULT_ALIGNER`).
+    default aligner (`zoo.data.align.DEFAULT_ALIGNER`).
     """
 
     def __init__(self, root: Optional[PathLike] = None, aligner: Union[Aligner, str, None] = None):

@@ -1,13 +1,13 @@
 """Verification evaluation of a zoo model on named protocols, clean and degraded.
 
-    python -m train.evaluate --model ir18 --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 --out results.json
+    python -m zoo.evaluate --model ir18 --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 --out results.json
 
 Pipeline per protocol: read the pair list -> align every image once (`--aligner`, default
 YuNet; its name goes into the results and so into model cards; cached on disk; faces
 not found fall back to a centre crop and are counted as `fallback_alignments`) -> for each
 condition (blur / low-resolution level, applied to the aligned crop, identical for every
 model) embed the crops (optionally with flip-test) -> cosine score per pair ->
-`train.metrics.verification_metrics`. Pairs whose image is missing or unreadable are
+`zoo.metrics.verification_metrics`. Pairs whose image is missing or unreadable are
 skipped and listed with the reason and the protocol line (or, with --strict, stop the run).
 """
 from __future__ import annotations
@@ -158,10 +158,10 @@ def write_json(path: Path, data: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m train.evaluate",
+        prog="python -m zoo.evaluate",
         description="Face verification of a model on LFW / CFP protocols or a pairs file, on clean and "
                     "degraded (blurred, low-resolution) aligned faces. Prints a table and writes JSON.",
-        epilog="Example: python -m train.evaluate --model ir18 --protocol lfw-view1,cfp-fp --blur 0,2,4 --out results.json")
+        epilog="Example: python -m zoo.evaluate --model ir18 --protocol lfw-view1,cfp-fp --blur 0,2,4 --out results.json")
     parser.add_argument("--model", required=True,
                         help="a local zoo model, a checkpoint folder, or a registered architecture "
                              "(built untrained, e.g. ir18; see `python -m zoo`)")

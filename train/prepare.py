@@ -1,6 +1,6 @@
 """Align a whole dataset once and pack it for training or evaluation.
 
-    python -m train.data.prepare --dataset facescope-small-train --out cache/packed/train.npz
+    python -m train.prepare --dataset facescope-small-train --out cache/packed/train.npz
 
 The .npz (uncompressed, no pickles: load with `np.load(path)`) holds
 - `images` (N,112,112,3) uint8 RGB aligned crops, `paths` (N,) source files,
@@ -24,12 +24,12 @@ from typing import List, Optional
 
 import numpy as np
 
-from .align import DEFAULT_ALIGNER, aligner_names
-from .cache import AlignedImages, CropCache, align_files
-from .errors import DataError
-from .folder import ImageList, read_image_folder
-from .protocols import PROTOCOLS, facescope_small_train, load_protocol
-from .paths import atomic_write, data_root
+from zoo.data.align import DEFAULT_ALIGNER, aligner_names
+from zoo.data.cache import AlignedImages, CropCache, align_files
+from zoo.data.errors import DataError
+from zoo.data.folder import ImageList, read_image_folder
+from zoo.data.protocols import PROTOCOLS, facescope_small_train, load_protocol
+from zoo.data.paths import atomic_write, data_root
 
 TRAIN_SETS = ("facescope-small-train",)
 
@@ -91,7 +91,7 @@ def _summary(name: str, total: int, aligned: AlignedImages, cache: CropCache, **
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m train.data.prepare",
+        prog="python -m train.prepare",
         description="Detect, align (112x112 ArcFace template) and pack a dataset into one .npz. "
                     "Crops are cached, so a second run only packs.")
     parser.add_argument("--dataset", required=True,

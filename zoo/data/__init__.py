@@ -1,7 +1,7 @@
 """Face data: readers, alignment, degradations, the crop cache and named protocols.
 
 Everything yields HxWx3 uint8 RGB arrays; models' tensor conversion lives in
-`train.evaluate.to_tensor` so there is one place that knows the (x-127.5)/128 convention.
+`zoo.evaluate.to_tensor` so there is one place that knows the (x-127.5)/128 convention.
 """
 from .align import (ALIGNERS, DEFAULT_ALIGNER, TEMPLATE_112, AlignedFace, Aligner, Detection, FaceAligner, YuNetAligner,
                     aligner_names, center_crop, make_aligner, similarity_transform, warp_to_template)
