@@ -65,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--aligner", choices=aligner_choices(), default=None,
                         help="face detector + landmarks for uploaded photos (default: the first listed, the one "
                              "the zoo was fine-tuned and evaluated with)")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="leave out the pretrained peers (peer:dlib, peer:sface), which are listed after the zoo "
+                             "models as reference points by default")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: a request is a batch of two faces through small models, "
                              "which more threads slow down rather than speed up, badly so on a busy CPU)")
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
     from app.ui import EXAMPLES, build
     from zoo.data import make_aligner
 
-    service = Service(hub_endpoint=args.hub_endpoint, aligner=make_aligner(args.aligner))
+    service = Service(hub_endpoint=args.hub_endpoint, aligner=make_aligner(args.aligner), peers=not args.no_peers)
     logging.getLogger("facescope.app").info("zoo %s: %s", service.zoo_dir, ", ".join(service.model_names()) or "empty")
     first, second, _ = EXAMPLES[0]
     service.warm_up(EXAMPLES_DIR / first, EXAMPLES_DIR / second)

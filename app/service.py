@@ -36,6 +36,7 @@ from zoo.data import DEFAULT_ALIGNER, Aligner, DataError, decode_image, gaussian
 from zoo.data.align import SIZE, warp_to_template
 from zoo.evaluate import to_tensor
 from zoo import CheckpointError, FaceModel, hub
+from zoo.peers import Peer, make_peer, peer_names
 from zoo.card import PROTOCOL_ORDER
 
 APP_DIR = Path(__file__).resolve().parent
@@ -114,7 +115,7 @@ class ZooEntry:
 
     name: str
     source: str
-    folder: Path
+    folder: Optional[Path]  # None for a pretrained peer
     config: Dict
     model: Optional[FaceModel] = None
     error: Optional[str] = None
@@ -159,10 +160,12 @@ def model_threshold(config: Dict) -> Tuple[float, str, bool]:
 
 
 def zoo_order(entry: "ZooEntry") -> Tuple:
-    """Where a local model is listed: pretrained imports first (the reference, e.g. mobilefacenet.y1),
-    then plain models trained or fine-tuned here, then every method's, by name within each; models
-    that failed to load last."""
+    """Where a model is listed: pretrained imports first (the reference, e.g. mobilefacenet.y1),
+    then plain models trained or fine-tuned here, then every method's, by name within each; then
+    the pretrained peers; models that failed to load last."""
     if entry.error is not None:
+        return (4, entry.name)
+    if isinstance(entry.model, Peer):
         return (3, entry.name)
     method = entry.config.get("architecture", {}).get("method")
     return (0 if "imported_from" in entry.config else 1 if method == "plain" else 2, entry.name)
@@ -291,7 +294,7 @@ class Service:
     """Everything the app does; thread-safe (see the module docstring)."""
 
     def __init__(self, zoo_dir: Optional[Path] = None, gallery_dir: Path = GALLERY_DIR,
-                 aligner: Optional[Aligner] = None, hub_endpoint: Optional[str] = None):
+                 aligner: Optional[Aligner] = None, hub_endpoint: Optional[str] = None, peers: bool = True):
         self.zoo_dir = Path(zoo_dir) if zoo_dir is not None else zoo.LOCAL_ZOO
         # Server configuration, never a request field: a pull makes the server fetch from this
         # host, so a visitor of an app served on the network must not choose where it goes.
@@ -306,6 +309,8 @@ class Service:
         local = [self._load_entry(folder.name, folder, "local zoo")
                  for folder in (sorted(self.zoo_dir.iterdir()) if self.zoo_dir.is_dir() else [])
                  if (folder / "config.json").is_file()]
+        if peers:
+            local += [self._peer_entry(name) for name in peer_names()]
         for entry in sorted(local, key=zoo_order):
             self._entries[entry.name] = entry
 
@@ -318,6 +323,15 @@ class Service:
             return ZooEntry(name, source, folder, zoo.read_config(folder), zoo.load_checkpoint(folder))
         except CheckpointError as err:
             return ZooEntry(name, source, folder, {}, error=str(err))
+
+    @staticmethod
+    def _peer_entry(name: str) -> ZooEntry:
+        """A pretrained peer as a reference model; one that cannot start is kept with why."""
+        try:
+            peer = make_peer(name)
+        except (ImportError, RuntimeError, OSError) as err:
+            return ZooEntry(name, "pretrained peer", None, {}, error=str(err))
+        return ZooEntry(name, f"pretrained peer (zoo.peers): {peer.short}", None, peer.checkpoint_config(), peer)
 
     def model_names(self) -> List[str]:
         """The usable models, local zoo first (in `zoo_order`: the imported reference first), then hub
@@ -353,6 +367,8 @@ class Service:
         if name not in entries:
             raise InputError(f"unknown model {name!r}; the zoo has: {', '.join(entries) or 'nothing'}")
         entry = entries[name]
+        if isinstance(entry.model, Peer):
+            return entry.model.card()
         path = entry.folder / "README.md"
         text = path.read_text() if path.is_file() else f"# {name}\n\nNo model card (README.md) in {entry.folder}."
         if text.startswith("---"):
@@ -374,8 +390,8 @@ class Service:
             protocols = (entry.config.get("metrics") or {}).get("protocols", {})
             accuracy = [protocols.get(p, {}).get("conditions", {}).get(c, {}).get("accuracy") for p, c, _ in columns]
             rows.append([entry.name, model.method if model else arch.get("method", "?"), arch.get("backbone", "?"),
-                         arch.get("width", "?"),
-                         round(model.parameter_count() / 1e6, 3) if model else "not loaded",
+                         arch.get("width", "-"),
+                         _millions(model.parameter_count()) if model else "not loaded",
                          round(entry.threshold, 4) if entry.calibrated else f"{entry.threshold:g} (uncalibrated)"]
                         + ["-" if a is None else round(float(a), 4) for a in accuracy]
                         + [entry.source if entry.error is None else f"{entry.source}: {entry.error}"])
@@ -529,13 +545,28 @@ class Service:
         """Per model, Grad-CAM of each face's similarity to the other and the method's own maps; and the
         full analysis figure of `detail_model` (default: the first model)."""
         entries = self._models(models)
-        detail = self._models([detail_model])[0] if detail_model else entries[0]
+        explainable = [e for e in entries if not isinstance(e.model, Peer)]
+        if detail_model:
+            detail = self._models([detail_model])[0]
+            if isinstance(detail.model, Peer):
+                raise InputError(f"{detail.name} is a pretrained peer: it runs outside torch, so it has no "
+                                 "gradients and no maps to explain; choose a zoo model for the detail figure")
+        elif explainable:
+            detail = explainable[0]
+        else:
+            raise InputError("only pretrained peers are selected: they run outside torch and cannot be explained; "
+                             "select a zoo model too")
         pair = self.pair(path_a, path_b, index_a, index_b)
         face_a, face_b = pair.crops
         panels: Dict[str, List[Panel]] = {}
         notes: Dict[str, List[str]] = {}
         with self._lock:
             for entry in entries:
+                if isinstance(entry.model, Peer):
+                    panels[entry.name] = []
+                    notes[entry.name] = [f"{entry.name} is a pretrained peer run outside torch: no Grad-CAM and no "
+                                         "maps of its own; its similarity and verdict are in the Verify tab"]
+                    continue
                 panels[entry.name], notes[entry.name] = _model_panels(entry.name, entry.model, face_a, face_b)
             figure = _detail_figure(detail.model, face_a, face_b)
         return Explanations(pair, panels, notes, figure, detail.name)
@@ -642,6 +673,10 @@ def _metric_columns(all_metrics: Sequence[Optional[Dict]]) -> List[Tuple[str, st
                 order = (rank, protocol, kind_rank, values.get("amount", 0))
                 seen[(protocol, condition)] = (order, label)
     return [(p, c, label) for (p, c), (_, label) in sorted(seen.items(), key=lambda item: item[1][0])]
+
+
+def _millions(count: Optional[int]) -> object:
+    return "n/a (not torch)" if count is None else round(count / 1e6, 3)
 
 
 def _large(image: np.ndarray) -> np.ndarray:

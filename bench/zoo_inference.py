@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import zoo  # noqa: E402
 from bench.common import markdown_table, write_results  # noqa: E402
-from zoo.peers import PEER_TRAINED_SHORT, PEERS  # noqa: E402
+from zoo.peers import peer_names  # noqa: E402
 
 ZOO_BACKBONE = "mobilefacenet"  # the embedded zoo: mobilefacenet.y1 and the models fine-tuned from it
 ZOO_SIZE = {"width": 1.0, "embedding_dim": 128}  # MobileFaceNet's own head is GDC
@@ -45,12 +45,10 @@ PAPER_SIZE = {"width": 1.0}
 
 
 def make_model(spec: Dict) -> torch.nn.Module:
-    """{"load": zoo name} | {"peer": name} | {"build": architecture, "fold": bool, **build options}
+    """{"load": zoo name or peer:NAME} | {"build": architecture, "fold": bool, **build options}
     (a "label" and a "note" only name the row)."""
     if "load" in spec:
         return zoo.load(spec["load"]).eval()
-    if "peer" in spec:
-        return PEERS[spec["peer"]]().eval()
     options = {k: v for k, v in spec.items() if k not in ("build", "fold", "label", "note")}
     torch.manual_seed(0)
     model = zoo.build(spec["build"], **options)
@@ -93,8 +91,8 @@ def measure_one(spec: Dict, repeats: int) -> Dict:
     loaded = rss_mb()
     timings = {batch: time_models([model], batch, rounds) for batch, rounds in ((1, repeats * 4), (32, repeats))}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-    parameters = model.parameter_count() if hasattr(model, "parameter_count") else None
-    record = {"model": spec.get("load") or spec.get("peer"), "architecture": model.name, "spec": spec,
+    parameters = model.parameter_count()
+    record = {"model": spec.get("load"), "architecture": model.name, "spec": spec,
               "parameters": parameters}
     for batch, times in timings.items():
         record[f"cpu_ms_per_image_batch{batch}"] = milliseconds(times["cpu"][0])
@@ -181,7 +179,7 @@ def main(argv=None) -> int:
     local = zoo.local_models()
     load_before = os.getloadavg()
     models = []
-    for spec in [{"load": name} for name in local] + [{"peer": name} for name in PEERS]:
+    for spec in [{"load": name} for name in local + peer_names()]:
         models.append(in_subprocess("measure", spec, args.threads, args.repeats))
         print(models[-1], flush=True)
     groups = comparisons(local, not args.skip_paper_size)
@@ -191,8 +189,7 @@ def main(argv=None) -> int:
         group.update(in_subprocess("compare", group.pop("specs"), args.threads, repeats))
         print(group, flush=True)
 
-    rows = [[m["model"] + (f" (pretrained peer, {PEER_TRAINED_SHORT.get(m['spec']['peer'], 'trained elsewhere')})"
-                           if "peer" in m["spec"] else ""), m["architecture"],
+    rows = [[m["model"] + (" (pretrained peer)" if m["model"].startswith("peer:") else ""), m["architecture"],
              f"{m['parameters']:,}" if m["parameters"] is not None else "n/a (not torch)",
              f"{m['cpu_ms_per_image_batch1']:.2f}", f"{m['cpu_ms_per_image_batch32']:.2f}",
              f"{m['wall_ms_per_image_batch32']:.2f}", f"{m['peak_rss_mb']:.0f}",

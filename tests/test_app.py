@@ -238,7 +238,9 @@ def pixels(path, mode: str = "RGB") -> np.ndarray:
 
 
 def configs(zoo_dir: Path, names: List[str]) -> Dict[str, Dict]:
-    return {n: zoo.read_config(zoo_dir / n) for n in names if (zoo_dir / n / "config.json").is_file()}
+    """Each model's config as the app reads it: the checkpoint's config.json, a peer's own."""
+    stored = {n: zoo.read_config(zoo_dir / n) for n in names if (zoo_dir / n / "config.json").is_file()}
+    return {**stored, **{n: zoo.load(n).checkpoint_config() for n in names if n.startswith("peer:")}}
 
 
 def expected_threshold(config: Dict):
@@ -352,7 +354,7 @@ def test_blur_curve_refuses_out_of_range(client, models):
 def test_explain_every_model(client, models, zoo_dir):
     expected = {"scan": "scale map", "scan-folded": "scale map", "sranet": "after self residual attention",
                 "hpda": "pyramid attention mask", "arface": "patch policy"}
-    for model in models:
+    for model in [m for m in models if not m.startswith("peer:")]:
         data, panels, figure, status = client.predict(handle_file(SAME_A), handle_file(OTHER), 1, 1, [model], model,
                                                       api_name="/explain")
         captions = data["models"][model]["panels"]
@@ -365,6 +367,27 @@ def test_explain_every_model(client, models, zoo_dir):
             assert any("no maps of its own" in n for n in data["models"][model]["notes"])
         assert all(pixels(p["image"]).shape == (224, 224, 3) for p in panels)
         assert data["detail_model"] == model and figure["type"] == "plotly"
+
+
+def test_pretrained_peers_are_reference_models(client, models):
+    """peer:dlib and peer:sface are listed after the zoo models, judge pairs at their own measured
+    threshold, place photos among the gallery, and say why they have nothing to explain."""
+    peers = [m for m in models if m.startswith("peer:")]
+    assert peers == ["peer:dlib", "peer:sface"] and models[-2:] == peers
+    data = verify(client, SAME_A, SAME_B, peers)[0]
+    assert [m["same"] for m in data["models"]] == [True, True] and all(m["calibrated"] for m in data["models"])
+    assert not any(m["same"] for m in verify(client, SAME_A, OTHER, peers)[0]["models"])
+    data, panels, figure, status = client.predict(handle_file(SAME_A), handle_file(OTHER), 1, 1, [models[0], *peers],
+                                                  None, api_name="/explain")
+    assert data["detail_model"] == models[0] and figure["type"] == "plotly"
+    for peer in peers:
+        assert data["models"][peer]["panels"] == [] and "outside torch" in data["models"][peer]["notes"][0]
+    with pytest.raises(AppError, match="peer:sface is a pretrained peer.*no gradients"):
+        client.predict(handle_file(SAME_A), handle_file(OTHER), 1, 1, peers, "peer:sface", api_name="/explain")
+    placed = client.predict(handle_file(SAME_A), None, 1, 1, "peer:sface", api_name="/embeddings")[0]
+    assert placed["model"] == "peer:sface" and placed["nearest"]["photo A"][0]["person"] == "Leonardo_DiCaprio"
+    card = client.predict("peer:dlib", api_name="/model_card")
+    assert "pretrained peer" in card and "not identity-disjoint" in card
 
 
 def test_embeddings_place_the_photos(client, models):

@@ -15,8 +15,9 @@ from faces import lfw_faces, lfw_paths
 from zoo.data import Degradation, load_image, load_protocol
 from zoo.data.align import model_files
 from zoo.evaluate import evaluate_protocol, to_tensor
-from zoo.peers import (CHIP_PADDING, CHIP_POINTS, CHIP_SIZE, PEERS, DlibPeer, SFacePeer, make_peer,
-                        measure_chip_points, peer_key, sface_graph, sface_model_file, to_uint8)
+from zoo.peers import PEERS, make_peer, peer_names, to_uint8
+from zoo.peers.dlib import CHIP_PADDING, CHIP_POINTS, CHIP_SIZE, DlibPeer, measure_chip_points
+from zoo.peers.sface import SFacePeer, sface_graph, sface_model_file
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_embeddings_are_unit_128d_and_bad_input_is_refused(peer):
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(4), atol=1e-5)
     assert torch.equal(peer(faces), embeddings)  # deterministic, forward == embed
     assert peer.embed(faces[:0]).shape == (0, 128)
-    assert PEERS["dlib"] is DlibPeer and peer_key("dlib-resnet") == "dlib" and "million" in peer.trained_on
+    assert PEERS.get("dlib") is DlibPeer and peer.name == "peer:dlib" and "million" in peer.trained_on
     for bad in (torch.zeros(2, 3, 150, 150), (faces * 128 + 127.5).to(torch.uint8), faces[0]):
         with pytest.raises(ValueError, match="aligned faces"):
             peer.embed(bad)
@@ -107,11 +108,30 @@ def yunet_cache(tmp_path_factory):
     return CropCache(tmp_path_factory.mktemp("yunet-crops"), "yunet")
 
 
-def test_peer_registry():
-    assert list(PEERS) == ["dlib", "sface"] and PEERS["sface"] is SFacePeer
-    assert peer_key("sface") == "sface" and peer_key("dlib-resnet") == "dlib" and peer_key("ir18") is None
-    with pytest.raises(KeyError, match="unknown peer 'arcface'; known: dlib, sface"):
+def test_peers_are_models_addressed_as_peer_name():
+    assert list(PEERS) == ["dlib", "sface"] and PEERS.get("sface") is SFacePeer
+    assert peer_names() == ["peer:dlib", "peer:sface"]
+    sface = zoo.load("peer:sface")
+    assert isinstance(sface, SFacePeer) and sface.name == "peer:sface" and sface.method == "peer"
+    assert isinstance(make_peer("sface"), SFacePeer)  # the bare key too
+    with pytest.raises(KeyError, match="unknown peer 'arcface'; known: peer:dlib, peer:sface"):
         make_peer("arcface")
+    with pytest.raises(FileNotFoundError, match="no model 'peer:arcface': unknown peer"):
+        zoo.load("peer:arcface")
+
+
+def test_a_peer_carries_a_card_and_a_threshold_like_a_checkpoint():
+    """The committed evaluation is what the app reads: threshold, accuracy, provenance."""
+    for name in peer_names():
+        peer = zoo.load(name)
+        config, card = peer.checkpoint_config(), peer.card()
+        lfw = peer.results["protocols"]["lfw-view1"]["conditions"]["blur0"]
+        assert lfw["accuracy"] > 0.97 and lfw["pairs"] == 1000  # a strong reference, on every pair
+        assert config["threshold"] == pytest.approx(np.mean(lfw["fold_thresholds"]))
+        assert config["architecture"]["method"] == "peer" == peer.config.method and peer.parameter_count() is None
+        assert peer.config.embedding_dim == 128 and peer.config.to_dict()["name"] == name
+        assert name in card and peer.trained_on in card and peer.licence in card and "not identity-disjoint" in card
+        assert f"{100 * lfw['accuracy']:.2f}" in card
 
 
 def test_sface_graph_is_cleaned_in_memory_only():
@@ -134,7 +154,7 @@ def test_sface_embeddings_are_unit_128d_and_bad_input_is_refused(sface):
     assert torch.equal(sface(faces), embeddings)  # deterministic, forward == embed
     assert torch.allclose(sface.embed(faces[:2]), embeddings[:2], atol=1e-5)  # any batch size
     assert sface.embed(faces[:0]).shape == (0, 128)
-    assert "not FaceScope-small" in sface.trained_on and sface.name == "sface"
+    assert "not FaceScope-small" in sface.trained_on and sface.name == "peer:sface"
     for bad in (torch.zeros(2, 3, 150, 150), (faces * 128 + 127.5).to(torch.uint8), faces[0]):
         with pytest.raises(ValueError, match="aligned faces"):
             sface.embed(bad)

@@ -27,9 +27,17 @@ def local_models() -> List[str]:
 
 
 def load(name_or_path: Union[str, os.PathLike], revision: Optional[str] = None) -> FaceModel:
-    """Load a trained model: a local zoo name, else a checkpoint folder, else a Hugging Face
-    Hub repo id (ORG/NAME, see zoo.hub). A `revision` (branch, tag, commit) only exists on
-    the hub, so it skips the local look-ups."""
+    """Load a trained model: a pretrained peer (`peer:dlib`, `peer:sface`; see zoo.peers), a
+    local zoo name, else a checkpoint folder, else a Hugging Face Hub repo id (ORG/NAME, see
+    zoo.hub). A `revision` (branch, tag, commit) only exists on the hub, so it skips the
+    local look-ups."""
+    if isinstance(name_or_path, str) and name_or_path.startswith("peer:"):
+        from . import peers  # on demand: dlib and onnxruntime load only when a peer is asked for
+
+        try:
+            return peers.make_peer(name_or_path)
+        except KeyError as unknown:
+            raise FileNotFoundError(f"no model {name_or_path!r}: {unknown.args[0]}") from None
     if revision is None:
         candidate = LOCAL_ZOO / str(name_or_path)
         if (candidate / "config.json").is_file():
@@ -43,7 +51,8 @@ def load(name_or_path: Union[str, os.PathLike], revision: Optional[str] = None) 
         return hub.load(str(name_or_path), revision=revision)
     raise FileNotFoundError(
         f"no model {str(name_or_path)!r}: not in the local zoo ({', '.join(local_models()) or 'empty'}), "
-        f"not a checkpoint folder and not a Hugging Face Hub repo id (ORG/NAME)")
+        f"not a pretrained peer (peer:dlib, peer:sface), not a checkpoint folder and not a Hugging Face Hub "
+        f"repo id (ORG/NAME)")
 
 
 __all__ = ["BACKBONES", "METHODS", "CheckpointError", "Explanation", "FaceModel", "ModelConfig", "build",

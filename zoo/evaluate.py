@@ -36,7 +36,8 @@ class ModelNotFoundError(LookupError):
 
 
 def resolve_model(spec: str, build_options: Optional[Dict[str, object]] = None) -> Tuple[torch.nn.Module, str]:
-    """(model, how): a trained model via zoo.load, else an untrained registered architecture.
+    """(model, how): a trained model or pretrained peer via zoo.load, else an untrained
+    registered architecture.
 
     Only "not found" falls through to zoo.build; a broken checkpoint (zoo.CheckpointError)
     is raised as is, so a corrupted file is never silently replaced by random weights.
@@ -46,6 +47,8 @@ def resolve_model(spec: str, build_options: Optional[Dict[str, object]] = None) 
     try:
         return zoo.load(spec), "zoo.load"
     except FileNotFoundError as not_found:
+        if spec.startswith("peer:"):
+            raise ModelNotFoundError(str(not_found)) from None
         try:
             return zoo.build(spec, **(build_options or {})), "zoo.build (untrained)"
         except KeyError as unknown:
@@ -163,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "degraded (blurred, low-resolution) aligned faces. Prints a table and writes JSON.",
         epilog="Example: python -m zoo.evaluate --model ir18 --protocol lfw-view1,cfp-fp --blur 0,2,4 --out results.json")
     parser.add_argument("--model", required=True,
-                        help="a local zoo model, a checkpoint folder, or a registered architecture "
-                             "(built untrained, e.g. ir18; see `python -m zoo`)")
+                        help="a local zoo model, a pretrained peer (peer:dlib, peer:sface), a checkpoint "
+                             "folder, a Hub repo id, or a registered architecture (built untrained, e.g. ir18; "
+                             "see `python -m zoo`)")
     parser.add_argument("--protocol", default="lfw-view1",
                         help="comma-separated: lfw-view1, cfp-ff, cfp-fp, lfw-view2 (only for models not "
                              "trained on FaceScope-small), or a pairs file (LFW pairs.txt format or "

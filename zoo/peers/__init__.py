@@ -1,0 +1,167 @@
+"""Pretrained peers: face recognisers from outside FaceScope, usable wherever a model is.
+
+A peer takes what every zoo model takes (aligned 112x112 crops as (N,3,112,112) floats in
+[-1, 1]) and gives L2-normalised embeddings, so evaluation, the app's verification and blur
+lab, and the embedding analyses treat it like a checkpoint. It is addressed as `peer:NAME`
+(`zoo.load("peer:sface")`, `python -m zoo.evaluate --model peer:dlib`, the app's model list).
+It runs outside torch (dlib, onnxruntime), so it has no gradients and no maps of its own.
+
+A peer is one file with one `@PEERS.register(key)` class. Its measured evaluation
+(`python -m zoo.evaluate --model peer:KEY --out zoo/peers/results/KEY.json`) is committed in
+`results/`; the verdict threshold and the accuracy columns the app shows come from there,
+exactly as a checkpoint's come from its config.json.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones import INPUT_SIZE as SIZE
+from ..registry import Registry
+
+PREFIX = "peer:"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+EMBEDDING_DIM = 128
+
+PEERS: Registry = Registry("peer")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """The part of a zoo model's config a peer has: what embedding-only code reads."""
+
+    name: str
+    backbone: str
+    method: str = "peer"
+    embedding_dim: int = EMBEDDING_DIM
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+
+class Peer(nn.Module):
+    """Base of every peer: the zoo's `embed` contract, a card and a config like a checkpoint's.
+
+    Subclasses set `key`, `description`, `trained_on` (what the network saw: a peer is never a
+    FaceScope-small model), `licence`, `short` (a table label) and implement `_embed(crops)`
+    on (N,112,112,3) uint8 RGB crops. An nn.Module without torch parameters, so `.eval()`,
+    `.to()` and the evaluation code's bookkeeping work unchanged.
+    """
+
+    key = ""
+    method = "peer"
+    description = ""
+    trained_on = ""
+    licence = ""
+    short = ""
+
+    @property
+    def name(self) -> str:
+        return PREFIX + self.key
+
+    @property
+    def config(self) -> PeerConfig:
+        return PeerConfig(self.name, self.description)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(images)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        check_faces(self.name, images)
+        if len(images) == 0:
+            return torch.zeros(0, EMBEDDING_DIM)
+        embeddings = torch.as_tensor(np.asarray(self._embed(to_uint8(images)), dtype=np.float32))
+        return nn.functional.normalize(embeddings, dim=1)
+
+    def _embed(self, crops: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def parameter_count(self) -> Optional[int]:
+        """None: the network lives outside torch (tables say so rather than print 0)."""
+        return None
+
+    @property
+    def results(self) -> Optional[Dict]:
+        """The committed evaluation (zoo.evaluate's JSON), or None before it is measured."""
+        path = RESULTS_DIR / f"{self.key}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def checkpoint_config(self) -> Dict:
+        """What a checkpoint's config.json would hold: the app's zoo table and verdicts read it."""
+        results = self.results or {}
+        protocols = results.get("protocols", {})
+        first = next(iter(protocols.values()), {}).get("conditions", {}).get("blur0", {})
+        threshold = first.get("threshold") or _mean(first.get("fold_thresholds"))
+        config = {"architecture": {"name": self.name, "method": self.method, "backbone": self.description},
+                  "metrics": results or None}
+        if threshold is not None:
+            config["threshold"] = threshold
+            config["metrics"] = {**results, "threshold_from": f"{next(iter(protocols))} blur0: mean of the 10-fold "
+                                                               f"accuracy thresholds ({RESULTS_DIR.name}/{self.key}.json)"}
+        return config
+
+    def card(self) -> str:
+        """A model card in the shape of a checkpoint's: what it is, what it saw, its licence."""
+        lines = [f"# {self.name} (pretrained peer)", "", self.description, "",
+                 f"- trained on: {self.trained_on}", f"- licence: {self.licence}",
+                 "- not trained by FaceScope, and not identity-disjoint from LFW or CFP: its training data "
+                 "likely holds people of both", ""]
+        results = self.results
+        if results:
+            lines += ["## Measured here", "", "| protocol | condition | accuracy |", "|---|---|---|"]
+            for protocol, values in results.get("protocols", {}).items():
+                for condition, metrics in values.get("conditions", {}).items():
+                    lines.append(f"| {protocol} | {condition} | {100 * metrics['accuracy']:.2f} "
+                                 f"± {100 * metrics['accuracy_std']:.2f} |")
+            lines += ["", f"Aligner: {results.get('aligner', '?')}. Reproduce: `python -m zoo.evaluate --model "
+                          f"{self.name} --out zoo/peers/results/{self.key}.json`."]
+        else:
+            lines.append(f"Not evaluated yet: `python -m zoo.evaluate --model {self.name} "
+                         f"--out zoo/peers/results/{self.key}.json`.")
+        return "\n".join(lines) + "\n"
+
+
+def _mean(values) -> Optional[float]:
+    return float(np.mean(values)) if values else None
+
+
+def check_faces(name: str, images) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, SIZE, SIZE) \
+            or not images.is_floating_point():
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name}: expected aligned faces as a float (N, 3, {SIZE}, {SIZE}) tensor "
+                         f"scaled to [-1, 1], got {shape}")
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Invert the zoo's input convention: (N,3,112,112) in [-1,1] -> (N,112,112,3) uint8 RGB
+    (exact for tensors made from uint8 crops by zoo.evaluate.to_tensor)."""
+    pixels = (images.detach().float().cpu() * 128.0 + 127.5).round().clamp(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
+
+
+def is_peer(name: object) -> bool:
+    return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def peer_names() -> List[str]:
+    """Every registered peer as `peer:KEY`."""
+    return [PREFIX + key for key in PEERS]
+
+
+def make_peer(name: str) -> Peer:
+    """A peer by `peer:KEY` (or bare KEY); KeyError names the known ones."""
+    key = name[len(PREFIX):] if is_peer(name) else name
+    if key not in PEERS:
+        raise KeyError(f"unknown peer {name!r}; known: {', '.join(peer_names())}")
+    return PEERS.get(key)()
+
+
+from . import dlib, sface  # noqa: E402,F401  # registers the peers
