@@ -1,7 +1,8 @@
 """Training recipes: TOML files with the papers' hyperparameters, plus command-line overrides.
 
-A recipe has the sections [model], [loss], [optim], [aux], [run] and, for methods that need
-one, a section of their own (e.g. [arface]). `--set optim.lr=0.05` overrides any value;
+A recipe has the sections [model], [loss], [optim], [aux], [init], [augment], [run] and, for
+a method with training settings of its own (`FaceModel.training_settings`), a section named
+after the method (e.g. [arface]). `--set optim.lr=0.05` overrides any value;
 the values are parsed as TOML, so `--set model.width=0.25` gives a float and
 `--set optim.milestones=[4,6]` a list.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, List, Set
+
+from zoo import METHODS, FaceModel
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -32,9 +35,6 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 
-METHOD_SECTIONS = {"arface"}  # sections read by a method's own training step
-
-
 class ConfigError(ValueError):
     """A recipe file or override that cannot be used."""
 
@@ -45,9 +45,23 @@ def resolve_path(name_or_path: str) -> Path:
     if path.suffix != ".toml":
         path = CONFIG_DIR / f"{name_or_path}.toml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
-        raise ConfigError(f"no recipe {name_or_path!r} (looked for {path}); recipes: {known}")
+        raise ConfigError(f"no recipe {name_or_path!r} (looked for {path}); recipes: {', '.join(recipe_names())}")
     return path
+
+
+def recipe_names() -> List[str]:
+    """The recipes of train/configs, by name."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def method_sections() -> Set[str]:
+    """Recipe sections of the methods' own training settings: one per method that has some."""
+    return {name for name, method in METHODS.items() if method.training_settings}
+
+
+def method_settings(config: Dict[str, Any], model: FaceModel) -> Dict[str, Any]:
+    """`model`'s training settings: its method's defaults, overridden by the recipe's section."""
+    return {**model.training_settings, **config.get(model.method, {})}
 
 
 def merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
@@ -93,10 +107,10 @@ def read_recipe(path: Path, seen: tuple = ()) -> Dict[str, Any]:
 def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:
     path = resolve_path(name_or_path)
     recipe = read_recipe(path)
-    unknown = set(recipe) - set(DEFAULTS) - METHOD_SECTIONS
+    unknown = set(recipe) - set(DEFAULTS) - method_sections()
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; "
-                          f"known: {sorted(set(DEFAULTS) | METHOD_SECTIONS)}")
+                          f"known: {sorted(set(DEFAULTS) | method_sections())}")
     config = merge(DEFAULTS, recipe)
     for text in overrides:
         config = merge(config, parse_override(text))

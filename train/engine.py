@@ -30,9 +30,10 @@ import zoo
 from zoo.checkpoint import swap_in
 from zoo.data.degrade import gaussian_blur
 from zoo.data.paths import cache_root
+from train.config import method_settings
 from train.losses import build_loss
 from train.recorders import EpochRecorders
-from train.steps import step_for
+from train.steps import training_step
 
 STATE_DIR = "state"
 
@@ -108,17 +109,15 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.amp = run["amp"] is True or (run["amp"] == "auto" and self.device.type == "cuda")
         self.objective = TrainObjective(self.model, self.head)
-        policy = set(self.model.policy_parameters()) if hasattr(self.model, "policy_parameters") else set()
+        self.method_settings = method_settings(config, self.model)
+        self.extra_optimizers = self.model.extra_optimizers(self.method_settings)
+        own = {p for optimizer in self.extra_optimizers.values() for group in optimizer.param_groups
+               for p in group["params"]}  # trained by the method's own losses, not the recognition loss
         if self.world > 1:
             self.objective = nn.parallel.DistributedDataParallel(
-                self.objective, find_unused_parameters=bool(policy))
+                self.objective, find_unused_parameters=bool(own))
         self.optimizer = self._sgd([(n, p) for n, p in TrainObjective(self.model, self.head).named_parameters()
-                                    if p not in policy], config["optim"]["lr"])
-        self.policy_optimizer = None
-        if policy:
-            lr = float(config.get("arface", {}).get("policy_lr", 0.01))
-            self.policy_optimizer = torch.optim.SGD(list(self.model.policy_parameters()), lr=lr, momentum=0.9)
-        self.train_step = step_for(self.model.config.method)
+                                    if p not in own], config["optim"]["lr"])
         self.method_state: Dict[str, Any] = {}
         self.step = 0
         self.train_seconds = 0.0  # wall time spent in fit(), summed over resumes
@@ -188,8 +187,8 @@ class Trainer:
             save_file(_cpu(self.model.state_dict()), str(staging / "model.safetensors"))
             save_file(_cpu(self.head.state_dict()), str(staging / "head.safetensors"))
             save_file(_momentum(self.optimizer), str(staging / "optimizer.safetensors"))
-            if self.policy_optimizer is not None:
-                save_file(_momentum(self.policy_optimizer), str(staging / "policy_optimizer.safetensors"))
+            for name, optimizer in self.extra_optimizers.items():
+                save_file(_momentum(optimizer), str(staging / f"{name}_optimizer.safetensors"))
             (staging / "state.json").write_text(json.dumps(
                 {"step": self.step, "total_steps": self.total_steps, "method_state": self.method_state,
                  "architecture": self.model.config.to_dict(),
@@ -217,9 +216,9 @@ class Trainer:
         self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
         self.head.load_state_dict(load_file(str(folder / "head.safetensors"), device=str(self.device)))
         _restore_momentum(self.optimizer, load_file(str(folder / "optimizer.safetensors"), device=str(self.device)))
-        if self.policy_optimizer is not None:
-            _restore_momentum(self.policy_optimizer,
-                              load_file(str(folder / "policy_optimizer.safetensors"), device=str(self.device)))
+        for name, optimizer in self.extra_optimizers.items():
+            saved = load_file(str(folder / f"{name}_optimizer.safetensors"), device=str(self.device))
+            _restore_momentum(optimizer, saved)
         self.step, self.method_state = int(state["step"]), state["method_state"]
         self.train_seconds = float(state.get("train_seconds", 0.0))
         return True
@@ -245,7 +244,7 @@ class Trainer:
                 group["lr"] = self.lr * group["lr_scale"]
             images, labels = self.batch()
             with autocast:
-                result = self.train_step(self, images, labels)
+                result = training_step(self, images, labels)
             self.recorders.observe(result, labels)
             self.step += 1
             window_images += len(labels) * self.world

@@ -6,8 +6,9 @@
     python -m train.publish zoo/checkpoints/scan-ir18 --repo-id me/scan-ir18 --revision v2
 
 From a run folder (what train.run writes): the model is rebuilt from the recipe in
-state/state.json, its weights loaded from state/model.safetensors and, for a method that
-folds (SCAN), folded into its plain inference form. The checkpoint gets a model card with the
+state/state.json, its weights loaded from state/model.safetensors and turned into its
+method's inference form (`FaceModel.inference_form`: SCAN folds into a plain network; the
+card records what it was folded from). The checkpoint gets a model card with the
 training data, recipe, train time and throughput, the metrics of --eval (default RUN/eval.json
 when present, written by `python -m zoo.evaluate --out RUN/eval.json`), intended use and
 limits; config.json carries the same record and the verification threshold.
@@ -55,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def read_run(run_dir: Path) -> Tuple[zoo.FaceModel, Dict[str, Any]]:
-    """The trained model of a run folder (folded when its method folds) and its training record."""
+    """The trained model of a run folder, in its inference form, and its training record."""
     path = run_dir / STATE_DIR / "state.json"
     state = json.loads(path.read_text())
     try:
@@ -72,10 +73,10 @@ def read_run(run_dir: Path) -> Tuple[zoo.FaceModel, Dict[str, Any]]:
     model = (zoo.build(state["architecture"]) if "architecture" in state
              else zoo.build(model_config.pop("name"), **model_config))
     load_weights(model, run_dir / STATE_DIR / "model.safetensors")
-    if hasattr(model, "fold"):
+    inference = model.inference_form()
+    if inference is not model:
         record["folded_from"] = model.name
-        model = model.fold()
-    return model.eval(), record
+    return inference.eval(), record
 
 
 def initialisation(source: Optional[str]) -> Optional[Dict[str, Any]]:

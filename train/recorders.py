@@ -1,6 +1,7 @@
 """What training records each epoch for the analyses (analysis/ reads records.jsonl).
 
-- `scan_t`: every SAC layer's learnt t (SCAN's Fig. 3 densities over epochs).
+- the method's own records (`FaceModel.epoch_records`), e.g. SCAN's `scan_t`: every SAC
+  layer's learnt t (the paper's Fig. 3 densities over epochs).
 - `margins`: NPCFace's Fig. 3/5/6 data for any loss with a class-weight matrix: for
   mis-classified samples, the distance (1 - cos) to the own class centre and to the nearest
   other centre; histograms of the positive cosine of mis- vs well-classified samples.
@@ -13,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo import FaceModel
+
 COSINE_BINS = torch.linspace(-1, 1, 41)
 MAX_PAIRS_PER_EPOCH = 2000
 
 
 class EpochRecorders:
-    def __init__(self, model: nn.Module, head: nn.Module):
+    def __init__(self, model: FaceModel, head: nn.Module):
         self.model, self.head = model, head
         self._reset()
 
@@ -45,9 +48,7 @@ class EpochRecorders:
             self.pair_count += len(pairs)
 
     def flush(self) -> Dict[str, Any]:
-        record: Dict[str, Any] = {}
-        if hasattr(self.model, "learnt_t"):
-            record["scan_t"] = {k: [round(v, 6) for v in t.tolist()] for k, t in self.model.learnt_t().items()}
+        record: Dict[str, Any] = self.model.epoch_records()
         if getattr(self.head, "weight", None) is not None:
             pairs = torch.cat(self.pairs) if self.pairs else torch.zeros(0, 2)
             record["margins"] = {

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from train.config import ConfigError, load_recipe
+from train.config import ConfigError, load_recipe, recipe_names
 from train.engine import STATE_DIR, PackedFaces, Trainer
 from train.steps import NonFiniteLoss
 
@@ -27,8 +27,8 @@ from train.steps import NonFiniteLoss
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", help="recipe name from train/configs (arcface, scan, sranet, arface, hpda, "
-                                       "npcface) or a path to a .toml file")
+    parser.add_argument("recipe", help=f"recipe name from train/configs ({', '.join(recipe_names())}) "
+                                       "or a path to a .toml file")
     parser.add_argument("--data", required=True, type=Path, help="packed training faces (.npz from train.prepare)")
     parser.add_argument("--out", required=True, type=Path, help="run folder (logs, records, resumable state)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -1,21 +1,17 @@
-"""One optimisation step per method, behind a registry.
+"""One optimisation step, the same for every method.
 
-Most methods train with `standard_step`: recognition loss + weighted auxiliary losses
-(SCAN's RMO, HPDA's divergence). ARFace alternates, on every batch, a Feature-Net step with
-a REINFORCE step of its Attention-Net. A new method with its own schedule registers here.
+The recognition loss and the method's weighted auxiliary losses (SCAN's RMO, HPDA's
+divergence) train the model through the trainer's optimiser; then a method that trains some
+parameters by losses of its own (`FaceModel.extra_losses`, e.g. a REINFORCE policy) gets
+each of them minimised by its own optimiser (`FaceModel.extra_optimizers`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict
+from typing import Dict
 
 import torch
 import torch.distributed as dist
-
-from zoo.methods.arface import ReinforceBaseline
-from zoo.registry import Registry
-
-STEPS: Registry = Registry("training step")
 
 
 @dataclass
@@ -48,7 +44,6 @@ def forward_losses(trainer, images, labels):
     return embeddings, terms
 
 
-@STEPS.register("standard")
 def standard_step(trainer, images, labels) -> StepResult:
     embeddings, terms = forward_losses(trainer, images, labels)
     check_finite(terms, trainer.step, trainer.lr)
@@ -61,38 +56,31 @@ def standard_step(trainer, images, labels) -> StepResult:
     return StepResult(loss.detach(), {k: v.item() for k, v in terms.items()}, correct, embeddings.detach())
 
 
-@STEPS.register("arface")
-def arface_step(trainer, images, labels) -> StepResult:
-    """Feature-Net step on the masked batch, then REINFORCE on the Attention-Net.
-
-    Reward: per-sample correctness of the Feature-Net on that masked batch (its mean is the
-    batch accuracy the paper names), against a moving-average baseline of past accuracies.
-    """
-    result = standard_step(trainer, images, labels)
-    reward = result.correct.float()
-    accuracy = reward.mean()
-    if dist.is_initialized():
-        dist.all_reduce(accuracy)
-        accuracy /= dist.get_world_size()
-    tracker = ReinforceBaseline(float(trainer.config["arface"].get("baseline_momentum", 0.99)))
-    tracker.value = trainer.method_state.get("reward_baseline")
-    baseline = tracker.update(accuracy)
-    policy_loss = trainer.model.reinforce_loss(reward, baseline)
-    check_finite({"policy": policy_loss}, trainer.step, trainer.lr)
-    params = list(trainer.model.policy_parameters())
-    grads = torch.autograd.grad(policy_loss, params)
-    if dist.is_initialized():
-        for g in grads:
-            dist.all_reduce(g)
-            g /= dist.get_world_size()
-    for p, g in zip(params, grads):
-        p.grad = g
-    trainer.policy_optimizer.step()
-    trainer.method_state["reward_baseline"] = tracker.value
-    result.terms["policy"] = policy_loss.item()
-    result.extra["reward_baseline"] = tracker.value
+def extra_step(trainer, result: StepResult) -> StepResult:
+    """The method's own losses after the batch's step, each minimised by the method's optimiser
+    of that name with gradients averaged over the processes."""
+    losses, logged = trainer.model.extra_losses(result.correct, trainer.method_state, trainer.method_settings,
+                                                mean_over_processes)
+    check_finite(losses, trainer.step, trainer.lr)
+    for name, loss in losses.items():
+        optimizer = trainer.extra_optimizers[name]
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for p, grad in zip(params, torch.autograd.grad(loss, params)):
+            p.grad = mean_over_processes(grad)
+        optimizer.step()
+        result.terms[name] = loss.item()
+    result.extra.update(logged)
     return result
 
 
-def step_for(method: str) -> Callable:
-    return STEPS.get(method) if method in STEPS else STEPS.get("standard")
+def training_step(trainer, images, labels) -> StepResult:
+    """One batch: the recognition (+ auxiliary) step, then the method's own losses, if any."""
+    return extra_step(trainer, standard_step(trainer, images, labels))
+
+
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """`value` averaged over the torchrun processes, in place; itself in a single process."""
+    if dist.is_initialized():
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -71,12 +71,27 @@ class FaceModel(nn.Module):
     """Base of every zoo model: images (N,3,112,112) in [-1,1] -> 512-d embeddings.
 
     Subclasses set `method`, `supported_backbones` and `default_options`, and may override
-    `conv3x3_factory`, `forward`, `explain`, `auxiliary_losses` and `no_weight_decay`.
+    `conv3x3_factory`, `forward`, `explain`, `auxiliary_losses`, `no_weight_decay`, `init_from`
+    and the hooks below through which a method owns all that is its own, so the trainer, the
+    publisher, the analyses and the app never need to know which method a model is:
+    - training: `training_settings` (its recipe section), `extra_optimizers` and
+      `extra_losses` (parameters it trains by its own losses), `epoch_records`;
+    - publishing: `inference_form`;
+    - analysis: `analyses`, `record_keys`.
     """
 
     method = "plain"
     supported_backbones: Tuple[str, ...] = ("ir18", "ir34", "ir50", "ir100", "mobilefacenet")
     default_options: Dict[str, Any] = {}
+    # Analyses of the method's own internals, by the names analysis/ implements them under
+    # (each name implies the interface that analysis reads, e.g. `learnt_t` for "t-density").
+    # Analyses that need only embeddings (Grad-CAM, UMAP, ...) work on every model.
+    analyses: Tuple[str, ...] = ()
+    # analysis name -> the records.jsonl key under which `epoch_records` logs what it reads.
+    record_keys: Dict[str, str] = {}
+    # Training-only settings (not architecture, so not in ModelConfig) with their defaults; a
+    # recipe overrides them in a section named after the method.
+    training_settings: Dict[str, Any] = {}
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -134,6 +149,30 @@ class FaceModel(nn.Module):
     def no_weight_decay(self) -> List[str]:
         """Names of parameters the optimiser must not decay (SCAN's t)."""
         return []
+
+    def extra_optimizers(self, settings: Dict[str, Any]) -> Dict[str, torch.optim.Optimizer]:
+        """Optimisers of the parameters the method trains by its own losses instead of the
+        recognition loss, by the name of the loss in `extra_losses` each minimises; the trainer
+        keeps those parameters out of its own optimiser and saves these optimisers' state.
+        `settings`: `training_settings` as the recipe sets them."""
+        return {}
+
+    def extra_losses(self, correct: torch.Tensor, state: Dict[str, Any], settings: Dict[str, Any],
+                     mean_over_processes: Callable[[torch.Tensor], torch.Tensor]
+                     ) -> Tuple[Dict[str, torch.Tensor], Dict[str, float]]:
+        """After the trainer's step on a batch: the losses of `extra_optimizers` (by name) and
+        values to log. `correct`: (N,) whether each face of the batch was recognised; `state`:
+        the method's JSON-able training state, saved with the run so a resume continues it;
+        `mean_over_processes`: averages a tensor over the training processes (in place)."""
+        return {}, {}
+
+    def epoch_records(self) -> Dict[str, Any]:
+        """What training logs once per epoch for the method's analyses, under `record_keys`."""
+        return {}
+
+    def inference_form(self) -> "FaceModel":
+        """The model to publish for inference: the same outputs, maybe in a cheaper architecture."""
+        return self
 
     def init_from(self, trained: "FaceModel") -> List[str]:
         """Start from a trained plain model of the same backbone (fine-tuning).

@@ -15,13 +15,13 @@ exact, and a patch's keep probability is the marginal of that distribution.
 The Attention-Net sees detached images and M is built from the discrete mode, so the
 recognition loss never reaches it: it learns only by REINFORCE, L = -(R - b) log p(tau),
 R the Feature-Net's accuracy on the masked batch and b a moving average of past rewards.
-The training engine alternates, per batch, a Feature-Net step (`feature_parameters()`) and
-an Attention-Net step (`policy_parameters()`, `reinforce_loss`, `ReinforceBaseline`).
+The trainer alternates, per batch, its own Feature-Net step (the recognition loss) and the
+Attention-Net step this model gives it (`extra_optimizers`, `extra_losses`).
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -113,13 +113,17 @@ class ARFaceModel(FaceModel):
     (None resolves to the paper's 3 for MobileFaceNet and 9 for IR-ResNets, clipped to the
     backbone's block count; the config stores the resolved int), `layer_mask_prob` (0.5),
     `policy_input_size` and `policy_channels` (Attention-Net crop side and first conv width).
-    Training-only settings (policy learning rate, baseline momentum) belong to the recipe.
+    Training-only settings belong to the recipe's [arface]: the policy's learning rate (the
+    paper gives none: FaceScope's choice) and the reward baseline's momentum (ENAS's 0.99).
     """
 
     method = "arface"
     supported_backbones = ("mobilefacenet", "ir18", "ir34", "ir50", "ir100")
     default_options = {"patch_radius": 30, "num_layers": None, "layer_mask_prob": 0.5,
                        "policy_input_size": 32, "policy_channels": 16}
+    training_settings = {"policy_lr": 0.01, "baseline_momentum": 0.99}
+    analyses = ("patch-policy",)
+    patch_names = PATCH_NAMES
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -169,6 +173,28 @@ class ARFaceModel(FaceModel):
     def policy_parameters(self) -> Iterator[nn.Parameter]:
         """The Attention-Net's parameters: what `reinforce_loss` trains."""
         return self.attention.parameters()
+
+    def extra_optimizers(self, settings: Dict[str, Any]) -> Dict[str, torch.optim.Optimizer]:
+        """The Attention-Net learns only by REINFORCE, with its own SGD."""
+        return {"policy": torch.optim.SGD(list(self.policy_parameters()), lr=float(settings["policy_lr"]),
+                                          momentum=0.9)}
+
+    def extra_losses(self, correct: torch.Tensor, state: Dict[str, Any], settings: Dict[str, Any],
+                     mean_over_processes: Callable[[torch.Tensor], torch.Tensor]
+                     ) -> Tuple[Dict[str, torch.Tensor], Dict[str, float]]:
+        """REINFORCE after the trainer's Feature-Net step on the masked batch.
+
+        Reward: per-sample correctness of the Feature-Net on that masked batch (its mean is the
+        batch accuracy the paper names), against a moving-average baseline of past accuracies,
+        kept in `state` so a resumed run goes on from it.
+        """
+        reward = correct.float()
+        accuracy = mean_over_processes(reward.mean())
+        tracker = ReinforceBaseline(float(settings["baseline_momentum"]))
+        tracker.value = state.get("reward_baseline")
+        baseline = tracker.update(accuracy)
+        state["reward_baseline"] = tracker.value
+        return {"policy": self.reinforce_loss(reward, baseline)}, {"reward_baseline": tracker.value}
 
     def mode_mask(self, modes: torch.Tensor) -> torch.Tensor:
         """(N,) mode indices -> M as (N, 1, 112, 112)."""

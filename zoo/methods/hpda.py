@@ -203,6 +203,7 @@ class HPDAModel(FaceModel):
     default_options = {"scales": 3, "branches": 3, "margin": 1.0, "reduction": 8, "hbp_dim": 512,
                        "diverse": True, "hierarchical": True, "fusion": "hbp", "heads": "both",
                        "global_head": "backbone", "divergence_reduction": "mean"}
+    analyses = ("pyramid-masks",)
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -203,10 +203,13 @@ def layer_key(module_path: str) -> str:
 
 
 class _ScaleMapMixin:
-    """explain() shared by the trained and the folded SCAN model.
+    """explain() and the analyses shared by the trained and the folded SCAN model.
 
-    Subclasses provide `scale_layers() -> {layer key: (conv module, its per-filter t)}`.
+    Subclasses provide `scale_layers() -> {layer key: (conv module, its per-filter t)}` and
+    `learnt_t() -> {layer key: t}`.
     """
+
+    analyses = ("t-density", "scale-map")
 
     @torch.no_grad()
     def explain(self, images: torch.Tensor) -> Explanation:
@@ -243,6 +246,7 @@ class ScanModel(_ScaleMapMixin, FaceModel):
     method = "scan"
     default_options = {"shortcut": True, "rmo": True, "rmo_lambda": 1.0, "t_init": 1.0, "t_min": 1e-4,
                        "gaussian_norm": "eq2"}
+    record_keys = {"t-density": "scan_t"}  # every layer's t, each epoch: the densities over training
 
     def __init__(self, config: ModelConfig):
         norm = {**self.default_options, **config.options}["gaussian_norm"]
@@ -278,6 +282,10 @@ class ScanModel(_ScaleMapMixin, FaceModel):
     def learnt_t(self) -> Dict[str, torch.Tensor]:
         return {key: m.positive_t.detach().clone() for key, m in self.scale_convs().items()}
 
+    def epoch_records(self) -> Dict[str, Any]:
+        return {self.record_keys["t-density"]: {k: [round(v, 6) for v in t.tolist()]
+                                                for k, t in self.learnt_t().items()}}
+
     def init_from(self, trained: FaceModel) -> List[str]:
         """Start from a trained plain model: each 3x3 conv's weight W becomes its SAC layer's
         merged kernel (k = W, t as initialised, k_i = W - k_s(W, t); without LSC k solves
@@ -301,6 +309,9 @@ class ScanModel(_ScaleMapMixin, FaceModel):
             module.set_merged_kernel(source[f"{path}.weight"])
             derived.update({f"{path}.weight", f"{path}.shortcut_weight"})
         return sorted(set(target) - set(plain) - derived)
+
+    def inference_form(self) -> "FoldedScanModel":
+        return self.fold()
 
     def fold(self) -> "FoldedScanModel":
         """The inference model: plain convs holding k_s + k_i, identical outputs."""
@@ -329,3 +340,7 @@ class FoldedScanModel(_ScaleMapMixin, FaceModel):
     def scale_layers(self):
         return {key: (self.backbone.get_submodule(key), torch.tensor(t))
                 for key, t in self.options["t"].items()}
+
+    def learnt_t(self) -> Dict[str, torch.Tensor]:
+        """The t the config carries, exactly (float64, as JSON holds them)."""
+        return {key: torch.tensor(t, dtype=torch.float64) for key, t in self.options["t"].items()}

@@ -169,6 +169,7 @@ class SRANetModel(FaceModel):
     supported_backbones = ("ir18", "ir34", "ir50", "ir100", "mobilefacenet")
     default_options = {"variant": "light", "channel_attention": True, "spatial_attention": True,
                        "channel_reduction": 2, "spatial_reduction": 16, "pool_size": 2, "placement": "in_block"}
+    analyses = ("residual-attention",)
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
