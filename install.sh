@@ -8,3 +8,4 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   $SUDO apt-get update -q && $SUDO apt-get install -y -q chromium chromium-driver
 fi
 pip install -q -r requirements.txt
+pip install -q --no-deps -e .  # the project itself (editable): zoo, train, analysis, app, bench importable anywhere

@@ -38,12 +38,11 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import zoo  # noqa: E402
-from bench.common import RESULTS, markdown_table, write_results  # noqa: E402
-from zoo.data.paths import atomic_write  # noqa: E402
-from zoo.data.align import DEFAULT_ALIGNER, aligner_names  # noqa: E402
-from zoo.peers import is_peer, peer_names  # noqa: E402
+import zoo
+from bench.common import RESULTS, markdown_table, write_results
+from zoo.data.paths import atomic_write
+from zoo.data.align import DEFAULT_ALIGNER, aligner_names
+from zoo.peers import is_peer, peer_names
 
 PROTOCOLS = ("lfw-view1", "cfp-ff", "cfp-fp")
 DASH = {0.0: "solid", 2.0: "dash", 4.0: "dot"}

@@ -27,11 +27,9 @@ from typing import Dict, List
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bench.common import markdown_table, write_results  # noqa: E402
-from zoo.data import ALIGNERS, data_root, load_image, make_aligner  # noqa: E402
-from zoo.data.align import aligner_names  # noqa: E402
+from bench.common import markdown_table, write_results
+from zoo.data import ALIGNERS, data_root, load_image, make_aligner
+from zoo.data.align import aligner_names
 
 SETS = ("lfw", "cfp")
 

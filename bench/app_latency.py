@@ -30,8 +30,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from bench.common import markdown_table, write_results  # noqa: E402
+from bench.common import markdown_table, write_results
 
 EXAMPLES = ROOT / "app" / "examples"
 PHOTOS = (EXAMPLES / "leonardo_dicaprio_1.jpg", EXAMPLES / "leonardo_dicaprio_2.jpg")

@@ -16,12 +16,10 @@ import resource
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import markdown_table, write_results  # noqa: E402
-from zoo import evaluate  # noqa: E402
-from zoo.data import TEST_PROTOCOLS  # noqa: E402
+from bench.common import markdown_table, write_results
+from zoo import evaluate
+from zoo.data import TEST_PROTOCOLS
 
 
 def cpu_seconds() -> float:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import zoo  # noqa: E402
-from bench.common import markdown_table, write_results  # noqa: E402
+import zoo
+from bench.common import markdown_table, write_results
 
 
 def ms_per_image(model: torch.nn.Module, batch: int, repeats: int) -> float:

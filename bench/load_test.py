@@ -24,11 +24,9 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bench.app_latency import app_server  # noqa: E402
-from bench.common import markdown_table, write_results  # noqa: E402
-from zoo.data import load_protocol  # noqa: E402
+from bench.app_latency import app_server
+from bench.common import markdown_table, write_results
+from zoo.data import load_protocol
 
 MAX_ERRORS_KEPT = 20
 

@@ -14,7 +14,6 @@ Writes bench/results/method_vs_baseline.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -23,9 +22,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bench.common import markdown_table, write_results  # noqa: E402
-from train.publish import merged_evaluation  # noqa: E402
+from bench.common import markdown_table, write_results
+from train.publish import merged_evaluation
 
 BASELINE = "mobilefacenet.fss-ft"
 BLUR_BASELINE = "mobilefacenet.fss-ft-blur"

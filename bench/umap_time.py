@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import zoo  # noqa: E402
-from analysis import EmbeddingCache, embed_faces, embedding_umap  # noqa: E402
-from bench.common import markdown_table, write_results  # noqa: E402
-from zoo.data import CropCache, align_files, data_root  # noqa: E402
+import zoo
+from analysis import EmbeddingCache, embed_faces, embedding_umap
+from bench.common import markdown_table, write_results
+from zoo.data import CropCache, align_files, data_root
 
 REFERENCE = "mobilefacenet.y1"  # the embedded zoo's reference: there for good
 

@@ -33,10 +33,9 @@ from typing import Dict, List, Sequence
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import zoo  # noqa: E402
-from bench.common import markdown_table, write_results  # noqa: E402
-from zoo.peers import peer_names  # noqa: E402
+import zoo
+from bench.common import markdown_table, write_results
+from zoo.peers import peer_names
 
 ZOO_BACKBONE = "mobilefacenet"  # the embedded zoo: mobilefacenet.y1 and the models fine-tuned from it
 ZOO_SIZE = {"width": 1.0, "embedding_dim": 128}  # MobileFaceNet's own head is GDC

@@ -32,6 +32,7 @@ def frontal(data_root):
     return {name: load_image(data_root / name) for name in FRONTAL}
 
 
+@pytest.mark.fast
 def test_registry_default_and_model_file():
     assert DEFAULT_ALIGNER == "yunet" and list(ALIGNERS) == ["dlib", "yunet"]
     assert isinstance(make_aligner(), YuNetAligner) and isinstance(make_aligner("dlib"), FaceAligner)
@@ -161,6 +162,7 @@ def test_cache_keys_differ_between_aligners(tmp_path, data_root):
     assert dlib.load(source) is None  # never served another aligner's crop
 
 
+@pytest.mark.fast
 def test_worker_processes_build_the_same_aligner(tmp_path):
     for aligner in (make_aligner("yunet"), make_aligner("yunet", score_threshold=0.6, border="constant"),
                     make_aligner("dlib")):
@@ -204,6 +206,7 @@ ALIGNER_CLIS = {"train.prepare": ["--dataset", "x", "--out", "y.npz"], "zoo.eval
                 "app.build_gallery": [], "app.py": []}
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("module", list(ALIGNER_CLIS))
 def test_bad_aligner_name_is_a_clear_argparse_error(module, capsys):
     import importlib

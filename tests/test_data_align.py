@@ -16,10 +16,12 @@ def aligned(data_root, face_aligner):
     return {name: face_aligner.align(load_image(data_root / name)) for name in FRONTAL}
 
 
+@pytest.mark.fast
 def test_model_files_ship_with_the_package():
     assert all(path.stat().st_size > 1000 for path in model_files().values())
 
 
+@pytest.mark.fast
 def test_similarity_transform_recovers_a_known_one():
     angle, scale, shift = np.deg2rad(12.0), 1.7, np.array([5.0, -3.0])
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -28,6 +30,7 @@ def test_similarity_transform_recovers_a_known_one():
     assert np.allclose(matrix[:, :2], scale * rotation) and np.allclose(matrix[:, 2], shift)
 
 
+@pytest.mark.fast
 def test_five_points_from_68():
     points = np.arange(136, dtype=float).reshape(68, 2)
     five = landmarks_from_68(points)

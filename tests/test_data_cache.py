@@ -63,6 +63,7 @@ def test_prepare_packs_a_training_folder(tmp_path, small_folder, capsys):
     assert not any(p.endswith("blank.png") for p in packed["paths"])
 
 
+@pytest.mark.fast
 def test_prepare_reports_bad_input(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -71,6 +72,7 @@ def test_prepare_reports_bad_input(tmp_path, capsys):
     assert not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.fast
 def test_aligned_face_fallback_flag():
     crop = np.zeros((112, 112, 3), np.uint8)
     assert AlignedFace(crop, "center-crop").fallback and not AlignedFace(crop, "landmarks").fallback

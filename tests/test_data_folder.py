@@ -30,11 +30,13 @@ def test_small_folder_labels_follow_folder_names(tmp_path, data_root):
     assert dataset.identities() == ["Abel_Pacheco", "Zico"]
 
 
+@pytest.mark.fast
 def test_missing_folder(tmp_path):
     with pytest.raises(MissingFileError, match="absent"):
         read_image_folder(tmp_path / "absent")
 
 
+@pytest.mark.fast
 def test_empty_folder_names_itself(tmp_path):
     (tmp_path / "someone").mkdir()
     with pytest.raises(EmptyDatasetError, match=str(tmp_path)):

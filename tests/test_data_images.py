@@ -20,6 +20,7 @@ def test_real_lfw_jpeg(data_root):
     assert image.shape == (160, 160, 3) and image.dtype == np.uint8
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "LA", "I;16"])
 def test_modes_become_rgb(tmp_path, mode):
     rgb = Image.new("RGB", (20, 10), (200, 100, 50))
@@ -31,11 +32,13 @@ def test_modes_become_rgb(tmp_path, mode):
         assert out.max() == 255  # rescaled, not clipped or zeroed
 
 
+@pytest.mark.fast
 def test_transparent_pixels_become_white(tmp_path):
     image = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     assert (load_image(_save(tmp_path, "t.png", image)) == 255).all()
 
 
+@pytest.mark.fast
 def test_exif_orientation_is_applied(tmp_path):
     image = Image.new("RGB", (30, 10), (0, 0, 0))
     image.paste((255, 255, 255), (0, 0, 10, 10))  # white block at the left
@@ -54,6 +57,7 @@ def test_truncated_jpeg_names_the_file(tmp_path, data_root):
         load_image(path)
 
 
+@pytest.mark.fast
 def test_non_image_names_the_file(tmp_path):
     path = tmp_path / "notes.jpg"
     path.write_text("not an image")
@@ -61,22 +65,26 @@ def test_non_image_names_the_file(tmp_path):
         load_image(path)
 
 
+@pytest.mark.fast
 def test_missing_file_names_the_file(tmp_path):
     with pytest.raises(MissingFileError, match="nowhere.jpg"):
         load_image(tmp_path / "nowhere.jpg")
 
 
+@pytest.mark.fast
 def test_bytes_errors_use_the_given_source():
     with pytest.raises(ImageDecodeError, match=r"train\.rec \(record 7\)"):
         decode_image(b"\x00" * 10, source="train.rec (record 7)")
 
 
+@pytest.mark.fast
 def test_decode_bytes_roundtrip():
     buffer = io.BytesIO()
     Image.new("RGB", (5, 6), (1, 2, 3)).save(buffer, format="PNG")
     assert decode_image(buffer.getvalue())[0, 0].tolist() == [1, 2, 3]
 
 
+@pytest.mark.fast
 def test_large_scan_decodes_quietly_and_a_bomb_names_the_file(tmp_path):
     """100 MP (past PIL's warning) is data; 200 MP (past its hard limit) is refused by name."""
     large = _save(tmp_path, "scan.png", Image.new("L", (10_000, 10_000)), format="PNG")

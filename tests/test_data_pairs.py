@@ -61,6 +61,7 @@ def test_read_pairs_detects_lfw_format(data_root):
     assert len(read_pairs(data_root / "lfw" / "pairsDevTrain.txt")) == 2200
 
 
+@pytest.mark.fast
 def test_stratified_folds_by_hand():
     issame = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=bool)
     assert stratified_folds(issame, 2).tolist() == [0, 0, 1, 1, 0, 0, 0, 1, 1, 1]
@@ -73,6 +74,7 @@ def test_subset_keeps_both_classes_in_every_fold(data_root):
         assert sorted(pairs.issame[pairs.folds == fold].tolist()) == [False, True]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("body, line, message", [
     ("2\nA 1 2\nB x 3\nA 1 B 1\nC 1 D 1\n", 3, "image number must be an integer"),
     ("2\nA 1 2\nB 1\nA 1 B 1\nC 1 D 1\n", 3, "same-person line"),
@@ -87,6 +89,7 @@ def test_malformed_lfw_lines_name_file_and_line(tmp_path, body, line, message):
         read_lfw_pairs(path)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("body, line", [("a.jpg b.jpg 1\na.jpg b.jpg maybe\n", 2), ("a.jpg 1\n", 1)])
 def test_malformed_plain_lines_name_file_and_line(tmp_path, body, line):
     path = tmp_path / "list.txt"
@@ -106,6 +109,7 @@ def test_malformed_cfp_line(tmp_path, data_root):
         read_cfp_pairs(root, "FF")
 
 
+@pytest.mark.fast
 def test_missing_and_empty_lists(tmp_path):
     with pytest.raises(MissingFileError, match="gone.txt"):
         read_pairs(tmp_path / "gone.txt")

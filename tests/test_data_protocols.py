@@ -30,6 +30,7 @@ def test_train_and_test_identities_never_mix(train, data_root):
     assert not identities & load_protocol("cfp-fp", data_root).identities
 
 
+@pytest.mark.fast
 def test_disjointness_check_raises_on_a_leak():
     with pytest.raises(DataError, match="1 training identities also appear in lfw-view1, e.g. Zico"):
         assert_disjoint({"Zico", "celeba_1"}, {"Zico"}, "lfw-view1")

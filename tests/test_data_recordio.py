@@ -43,6 +43,7 @@ def test_header_layout_is_mxnet_irheader():
     assert np.frombuffer(packed[24:32], "<f4").tolist() == [1.0, 5.0]
 
 
+@pytest.mark.fast
 def test_payload_containing_the_magic_is_split_and_rejoined(tmp_path):
     magic = struct.pack("<I", MAGIC)
     payload = b"abcd" + magic + b"efgh" + magic + b"xy"
@@ -59,6 +60,7 @@ def test_payload_containing_the_magic_is_split_and_rejoined(tmp_path):
         assert reader.read_head(0, 6) == payload[:6]  # the head spans the split: rejoined too
 
 
+@pytest.mark.fast
 def test_bad_magic_names_file_and_offset(tmp_path):
     rec, idx = tmp_path / "bad.rec", tmp_path / "bad.idx"
     rec.write_bytes(b"\x00" * 16)
@@ -67,6 +69,7 @@ def test_bad_magic_names_file_and_offset(tmp_path):
         reader.read(0)
 
 
+@pytest.mark.fast
 def test_malformed_index_line_names_file_and_line(tmp_path):
     rec, idx = tmp_path / "x.rec", tmp_path / "x.idx"
     rec.write_bytes(b"")
@@ -75,6 +78,7 @@ def test_malformed_index_line_names_file_and_line(tmp_path):
         RecordIOReader(rec, idx)
 
 
+@pytest.mark.fast
 def test_missing_index_names_it(tmp_path):
     (tmp_path / "lonely.rec").write_bytes(b"")
     with pytest.raises(MissingFileError, match=r"lonely\.idx"):

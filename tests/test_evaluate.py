@@ -86,6 +86,7 @@ def test_missing_image_pairs_are_skipped_and_explained(tmp_path, capsys, crop_ca
     assert not strict_out.exists()  # nothing partial is written on error
 
 
+@pytest.mark.fast
 def test_bad_arguments_fail_with_a_message(tmp_path, capsys):
     code, _, stderr = _run(capsys, "--model", "no-such-model", "--out", str(tmp_path / "r.json"))
     assert code == 2 and "no-such-model" in stderr and "registered models" in stderr
@@ -97,6 +98,7 @@ def test_bad_arguments_fail_with_a_message(tmp_path, capsys):
     assert code == 2 and "unknown degradation" in stderr
 
 
+@pytest.mark.fast
 def test_model_resolution():
     model, how = resolve_model("ir18", {"width": 0.25})
     assert how == "zoo.build (untrained)" and model.name == "ir18"

@@ -78,6 +78,7 @@ def export_onnx(model: torch.nn.Module, path: Path, batch: int = 1) -> Path:
 # --------------------------------------------------------------------------- MXNet (InsightFace y1)
 
 
+@pytest.mark.fast
 def test_mxnet_params_file_reads_without_mxnet():
     arrays = read_params(Y1 / "model-0000.params")
     assert len(arrays) == 284
@@ -227,6 +228,7 @@ def test_insightface_mxnet_iresnet_imports_exactly(tmp_path):
 # --------------------------------------------------------------------------- safetensors state dicts
 
 
+@pytest.mark.fast
 def test_casia_import_reads_its_112x96_crop(casia_folder):
     arch = zoo.read_config(casia_folder)["architecture"]
     assert arch["embedding_dim"] == 128 and arch["input_size"] == [112, 96]
@@ -346,6 +348,7 @@ def _truncate(source: Path, target: Path, fraction: float = 0.6) -> Path:
     return target
 
 
+@pytest.mark.fast
 def test_truncated_params_fail_naming_the_file(tmp_path):
     shutil.copy(Y1 / "model-symbol.json", tmp_path / "model-symbol.json")
     params = _truncate(Y1 / "model-0000.params", tmp_path / "model-0000.params")
@@ -361,12 +364,14 @@ def test_truncated_params_fail_naming_the_file(tmp_path):
         import_checkpoint(params, "mobilefacenet", tmp_path / "out")
 
 
+@pytest.mark.fast
 def test_params_without_symbol_fail(tmp_path):
     shutil.copy(Y1 / "model-0000.params", tmp_path / "model-0000.params")
     with pytest.raises(ImporterError, match=r"needs its graph, model-symbol\.json"):
         import_checkpoint(tmp_path / "model-0000.params", "mobilefacenet", tmp_path / "out")
 
 
+@pytest.mark.fast
 def test_truncated_safetensors_and_onnx_fail_naming_the_file(tmp_path):
     path = _truncate(CASIA, tmp_path / "model.safetensors")
     with pytest.raises(ImporterError, match=r"model\.safetensors: not a readable safetensors file, truncated or corrupt"):
@@ -378,6 +383,7 @@ def test_truncated_safetensors_and_onnx_fail_naming_the_file(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.fast
 def test_wrong_arch_names_the_layer(tmp_path):
     with pytest.raises(ImporterError, match=r"'conv_1_conv2d'.*stride \(2, 2\) does not fit ir50 backbone\.stem\.0\.weight"):
         import_checkpoint(Y1, "ir50", tmp_path / "out")
@@ -390,6 +396,7 @@ def test_wrong_arch_names_the_layer(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.fast
 def test_mismatched_shape_names_source_layer_and_zoo_key(tmp_path):
     state = load_numpy(str(CASIA))
     state["blocks.5.conv.3.weight"] = np.zeros((256, 1, 5, 5), np.float32)
@@ -403,6 +410,7 @@ def test_mismatched_shape_names_source_layer_and_zoo_key(tmp_path):
         import_checkpoint(tmp_path / "model.safetensors", "mobilefacenet", tmp_path / "out")
 
 
+@pytest.mark.fast
 def test_unknown_layers_are_named(tmp_path):
     symbol = json.loads((Y1 / "model-symbol.json").read_text())
     node = next(n for n in symbol["nodes"] if n["name"] == "res_4_block2_conv_dw_relu")
@@ -424,6 +432,7 @@ def test_unknown_layers_are_named(tmp_path):
         detect(tmp_path / "notes.txt")
 
 
+@pytest.mark.fast
 def test_wiring_the_shapes_cannot_see_is_caught_by_the_source_itself(tmp_path):
     """Same layers, different residual wiring: shapes match, the run-the-source check does not."""
     symbol = json.loads((Y1 / "model-symbol.json").read_text())
@@ -436,6 +445,7 @@ def test_wiring_the_shapes_cannot_see_is_caught_by_the_source_itself(tmp_path):
         import_checkpoint(tmp_path, "mobilefacenet", tmp_path / "out")
 
 
+@pytest.mark.fast
 def test_cli_imports_and_explains_errors(tmp_path):
     out = tmp_path / "y1"
     ok = subprocess.run([sys.executable, "-m", "zoo", "import", str(Y1 / "model-0000.params"), "--arch",

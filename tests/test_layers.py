@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast  # needs no face data: the fast tier (pytest -m fast)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

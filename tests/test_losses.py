@@ -13,6 +13,8 @@ import torch
 from train.losses import LOSSES, build_loss
 from train.losses.base import arc_margin, positive, with_positive
 
+pytestmark = pytest.mark.fast  # needs no face data: the fast tier (pytest -m fast)
+
 NAMES = ["adacos", "am-softmax", "arcface", "arcnegface", "cosface", "curricularface", "mv-softmax",
          "npcface", "softmax", "sphereface"]
 

@@ -7,6 +7,8 @@ import pytest
 
 from zoo import metrics, report
 
+pytestmark = pytest.mark.fast  # needs no face data: the fast tier (pytest -m fast)
+
 # Six pairs, scores descending: same, same, diff, same, diff, diff.
 SCORES = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
 SAME = [1, 1, 0, 1, 0, 0]

@@ -38,6 +38,7 @@ def test_embeddings_are_unit_128d_and_bad_input_is_refused(peer):
             peer.embed(bad)
 
 
+@pytest.mark.fast
 def test_uint8_round_trip_is_exact():
     crops = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
     assert np.array_equal(to_uint8(to_tensor(crops)), crops)
@@ -134,6 +135,7 @@ def test_a_peer_carries_a_card_and_a_threshold_like_a_checkpoint():
         assert f"{100 * lfw['accuracy']:.2f}" in card
 
 
+@pytest.mark.fast
 def test_sface_graph_is_cleaned_in_memory_only():
     import hashlib
 

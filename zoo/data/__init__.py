@@ -6,7 +6,7 @@ Everything yields HxWx3 uint8 RGB arrays; models' tensor conversion lives in
 from .align import (ALIGNERS, DEFAULT_ALIGNER, TEMPLATE_112, AlignedFace, Aligner, Detection, FaceAligner, YuNetAligner,
                     aligner_names, center_crop, make_aligner, similarity_transform, warp_to_template)
 from .cache import AlignedImages, CropCache, align_files
-from .degrade import BLUR_LEVELS, LOWRES_LEVELS, Degradation, gaussian_blur, low_resolution, parse_degradation
+from .degrade import BLUR_LEVELS, Degradation, gaussian_blur, low_resolution, parse_degradation
 from .errors import DataError, EmptyDatasetError, FormatError, ImageDecodeError, MissingFileError
 from .folder import ImageList, read_image_folder
 from .images import decode_image, load_image
@@ -17,7 +17,7 @@ from .recordio import RecordIODataset, RecordIOReader, RecordIOWriter, write_ins
 
 __all__ = [
     "ALIGNERS", "DEFAULT_ALIGNER", "TEMPLATE_112", "AlignedFace", "Aligner", "Detection", "FaceAligner",
-    "YuNetAligner", "aligner_names", "center_crop", "make_aligner", "similarity_transform", "warp_to_template", "AlignedImages", "CropCache", "align_files", "BLUR_LEVELS", "LOWRES_LEVELS",
+    "YuNetAligner", "aligner_names", "center_crop", "make_aligner", "similarity_transform", "warp_to_template", "AlignedImages", "CropCache", "align_files", "BLUR_LEVELS",
     "Degradation", "gaussian_blur", "low_resolution", "parse_degradation", "DataError",
     "EmptyDatasetError", "FormatError", "ImageDecodeError", "MissingFileError", "ImageList",
     "read_image_folder", "decode_image", "load_image", "PairList", "read_cfp_pairs", "read_lfw_pairs",

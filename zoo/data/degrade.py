@@ -12,13 +12,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Iterable, List
 
 import cv2
 import numpy as np
 
 BLUR_LEVELS = (0, 1, 2, 3, 4, 6)
-LOWRES_LEVELS = (56, 28, 14)
 _PATTERN = re.compile(r"^(clean|blur(\d+(?:\.\d+)?)|lowres(\d+))$")
 
 
@@ -79,11 +77,3 @@ def parse_degradation(name: str) -> Degradation:
             raise ValueError(f"low-resolution size must be at least 1, got {size}")
         return Degradation(f"lowres{size}", "lowres", size)
     return Degradation("clean", "clean", 0.0)
-
-
-def blur_levels(sigmas: Iterable[float]) -> List[Degradation]:
-    return [parse_degradation(f"blur{_format(float(s))}") for s in sigmas]
-
-
-def lowres_levels(sizes: Iterable[int]) -> List[Degradation]:
-    return [parse_degradation(f"lowres{int(s)}") for s in sizes]

@@ -71,13 +71,6 @@ def load_image(path: PathLike) -> np.ndarray:
     return decode_image(path, source=path)
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """Lossless encoding for cached crops, so the cache never changes what a model sees."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     """JPEG bytes, the encoding InsightFace RecordIO files use for their crops."""
     buffer = io.BytesIO()

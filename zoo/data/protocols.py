@@ -11,7 +11,7 @@ The training split is built so that it cannot share an identity with the test pr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from .errors import DataError, FormatError, PathLike, require_file
 from .folder import ImageList
@@ -96,16 +96,3 @@ def assert_disjoint(train_identities, test_identities, test_name: str) -> None:
     if shared:
         raise DataError(f"{len(shared)} training identities also appear in {test_name}, "
                         f"e.g. {', '.join(shared[:5])}", "facescope-small-train")
-
-
-def protocol_summary(root: Optional[PathLike] = None) -> Dict[str, int]:
-    """Pair and identity counts, for reports and sanity checks."""
-    summary = {}
-    for name in TEST_PROTOCOLS:
-        pairs = load_protocol(name, root)
-        summary[f"{name}_pairs"] = len(pairs)
-        summary[f"{name}_images"] = len(pairs.images())
-    train = facescope_small_train(root)
-    summary["train_images"] = len(train)
-    summary["train_identities"] = len(train.classes)
-    return summary
