@@ -73,7 +73,7 @@ def test_missing_image_pairs_are_skipped_and_explained(tmp_path, capsys, crop_ca
     code, _, stderr = _run(capsys, "--model", "ir18", "--build-option", "width=0.25", "--protocol", str(listing),
                            "--cache-dir", str(crop_cache.root), "--out", str(out))
     assert code == 0, stderr
-    entry = json.loads(out.read_text())["protocols"][str(listing)]
+    entry = json.loads(out.read_text())["protocols"]["pairs"]
     assert entry["pairs_total"] == 5 and entry["pairs_skipped"] == 1
     assert entry["skipped"][0]["pair"] == f"{listing}:4"
     assert "gone.jpg" in entry["skipped"][0]["reason"] and "not found" in entry["skipped"][0]["reason"]

@@ -68,7 +68,7 @@ def evaluation(hostile):
     out = hostile["folder"] / "results" / "eval.json"
     code = evaluate_main(["--model", "ir18", "--build-option", "width=0.25", "--protocol", str(hostile["pairs"]),
                           "--cache-dir", str(hostile["cache"]), "--out", str(out), "--quiet"])
-    entry = json.loads(out.read_text())["protocols"][str(hostile["pairs"])] if code == 0 else None
+    entry = json.loads(out.read_text())["protocols"][Path(hostile["pairs"]).stem] if code == 0 else None
     return code, entry, out
 
 
@@ -81,7 +81,7 @@ def test_unreadable_images_are_skipped_with_their_name_and_reason(hostile, evalu
         assert reasons[name]["pair"] == f"{hostile['pairs']}:{line}"
         assert any(word in reasons[name]["reason"] for word in expected.split("|")), reasons[name]["reason"]
     # the face-less image falls back to a centre crop and is reported as such, nothing else does
-    assert entry["fallback_alignments"] == 1 and entry["fallback_examples"] == [str(hostile["folder"] / "noface.jpg")]
+    assert entry["fallback_alignments"] == 1 and entry["fallback_images"] == [str(hostile["folder"] / "noface.jpg")]
     assert entry["conditions"]["blur0"]["pairs"] == len(hostile["lines"]) - len(UNREADABLE)
     assert _no_leftovers(out.parent) == []
 

@@ -123,19 +123,22 @@ def _results():
 
 def test_table_and_csv(tmp_path):
     results = _results()
-    lines = report.results_table(results).splitlines()
-    assert lines[0].split() == ["protocol", "condition", "pairs", "skipped", "fallback", "accuracy", "auc", "TAR@0.1"]
+    lines = report.results_table([results]).splitlines()
+    assert lines[0].split() == ["protocol", "condition", "pairs", "skipped", "fallback", "accuracy", "auc",
+                                "TAR@0.1", "TAR@0.01", "TAR@0.001"]  # the same columns for every list
     assert lines[1].split()[:5] == ["lfw-view1", "blur0", "6", "0", "2"]
-    assert lines[1].split()[-1] == "-"  # 3 negatives cannot measure FAR 0.1
+    assert lines[1].split()[-3:] == ["n/a", "n/a", "n/a"]  # 3 negatives cannot measure FAR 0.1
     # FAR 0.1 admits one of 10 negatives: accept above the 2nd-highest negative (16/19), which
     # only the positives 17/19 and 19/19 pass: TAR 2/10.
-    assert lines[4].split()[:5] == ["cfp-fp", "blur0", "20", "1", "0"] and lines[4].split()[-1] == "0.2000"
+    assert lines[4].split()[:5] == ["cfp-fp", "blur0", "20", "1", "0"] and lines[4].split()[-3:] == ["0.2000", "n/a", "n/a"]
+    two = report.results_table([results, {**results, "model": {"spec": "peer:sface"}}]).splitlines()
+    assert two[0].split()[0] == "model" and two[1].split()[0] == "ir18" and two[5].split()[0] == "peer:sface"
     path = tmp_path / "r.csv"
-    report.write_csv(path, results)
+    report.write_csv(path, [results])
     rows = list(csv.DictReader(path.open()))
     assert [r["condition"] for r in rows] == ["blur0", "blur2", "lowres28", "blur0"]
     assert float(rows[0]["auc"]) == pytest.approx(8 / 9)
-    assert rows[0]["tar@far=0.1"] == "" and float(rows[3]["tar@far=0.1"]) == pytest.approx(0.2)
+    assert rows[0]["tar@far=0.1"] == "n/a" and float(rows[3]["tar@far=0.1"]) == pytest.approx(0.2)
 
 
 def test_roc_figure_content():

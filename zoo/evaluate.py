@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from .data.align import DEFAULT_ALIGNER, aligner_names
 from .data.paths import atomic_write, data_root
 
 DEFAULT_BATCH = 64
+WARN_FALLBACK = 0.05  # a larger share of faceless images is printed as a warning
 
 
 class ModelNotFoundError(LookupError):
@@ -91,14 +93,29 @@ def parse_levels(blur: str, lowres: str) -> List[Degradation]:
 def evaluate_protocol(model, pairs: PairList, conditions: Sequence[Degradation], cache: CropCache,
                       flip: bool = False, batch_size: int = DEFAULT_BATCH, device: str = "cpu",
                       strict: bool = False, workers: int = 1, progress: bool = True,
-                      memo: Optional[Dict[Tuple[str, Path], np.ndarray]] = None) -> Dict[str, object]:
+                      memo: Optional[Dict[Tuple[str, Path], np.ndarray]] = None,
+                      max_fallback: Optional[float] = None, preview: Optional[Path] = None) -> Dict[str, object]:
     """Metrics of one protocol under each condition, as JSON-ready data.
 
     `memo` (condition name, image) -> embedding lets protocols that share images (CFP-FF and
-    CFP-FP share the frontal faces) embed them once per run.
+    CFP-FP share the frontal faces) embed them once per run. Alignment comes first and is
+    reported before any embedding: above WARN_FALLBACK of images without a detected face a
+    warning is printed, above `max_fallback` the run stops (DataError); `preview` (a folder)
+    gets `<protocol>-alignment.png`, a grid of sample crops and of the faceless images.
     """
     memo = {} if memo is None else memo
     aligned = align_files(pairs.images(), cache, workers, progress, desc=f"align {pairs.name}")
+    if preview is not None:
+        report.alignment_preview(aligned, Path(preview) / f"{pairs.name}-alignment.png")
+    fraction = aligned.fallbacks / max(len(aligned.paths), 1)
+    if max_fallback is not None and fraction > max_fallback:
+        raise DataError(f"{aligned.fallbacks} of {len(aligned.paths)} images ({100 * fraction:.1f}%) have no detected "
+                        f"face, above --max-fallback {max_fallback:g}; the centre crops would measure the detector, "
+                        "not the model. Look at them with --preview, or try --aligner dlib", pairs.origins[0][0])
+    if fraction > WARN_FALLBACK:
+        print(f"warning: {pairs.name}: {aligned.fallbacks} of {len(aligned.paths)} images ({100 * fraction:.1f}%) have "
+              f"no detected face and are centre-cropped (the JSON lists them all; --preview shows them)",
+              file=sys.stderr, flush=True)
     skipped, valid = [], []
     for k, (a, b) in enumerate(zip(pairs.first, pairs.second)):
         bad = [aligned.errors[p] for p in (a, b) if p in aligned.errors]
@@ -112,9 +129,16 @@ def evaluate_protocol(model, pairs: PairList, conditions: Sequence[Degradation],
         "name": pairs.name, "source": sorted({f for f, _ in pairs.origins}), "pairs_total": len(pairs),
         "pairs_skipped": len(skipped), "skipped": skipped, "images": len(pairs.images()),
         "fallback_alignments": aligned.fallbacks,
-        "fallback_examples": [str(p) for p, m in zip(aligned.paths, aligned.methods) if m == "center-crop"][:10],
+        "fallback_fraction": round(aligned.fallbacks / max(len(aligned.paths), 1), 6),
+        "fallback_images": [str(p) for p, m in zip(aligned.paths, aligned.methods) if m == "center-crop"],
         "align_seconds": round(aligned.seconds, 2), "conditions": {},
     }
+    if progress:
+        rate = f", {aligned.aligned_now / aligned.seconds:.0f} img/s" if aligned.aligned_now and aligned.seconds else ""
+        print(f"{pairs.name}: {len(aligned.paths)} images aligned by {cache.aligner.name} ({aligned.aligned_now} new in "
+              f"{aligned.seconds:.1f} s{rate}; the rest from the crop cache, shared by every model); "
+              f"{aligned.fallbacks} without a detected face ({100 * result['fallback_fraction']:.1f}%)",
+              file=sys.stderr, flush=True)
     if not valid:
         raise DataError("every pair of the protocol was skipped (no usable images); "
                         f"first reason: {skipped[0]['reason']}", pairs.origins[0][0])
@@ -162,51 +186,93 @@ def write_json(path: Path, data: object) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m zoo.evaluate",
-        description="Face verification of a model on LFW / CFP protocols or a pairs file, on clean and "
-                    "degraded (blurred, low-resolution) aligned faces. Prints a table and writes JSON.",
-        epilog="Example: python -m zoo.evaluate --model ir18 --protocol lfw-view1,cfp-fp --blur 0,2,4 --out results.json")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Face verification of one or more models on LFW / CFP protocols or your own pair list, on "
+                    "clean and degraded (blurred, low-resolution) aligned faces. Prints one table and writes JSON.",
+        epilog="""Examples:
+  python -m zoo.evaluate --model mobilefacenet.y1 --protocol lfw-view1,cfp-fp --blur 0,2,4 --out results.json
+  python -m zoo.make_pairs my_faces/ --out my_faces/pairs.txt        # a folder of people -> a pair list
+  python -m zoo.evaluate --model zoo --protocol my_faces/pairs.txt --out-dir results/ --preview results/
+
+Your own pair list (plain text, '#' starts a comment), one pair per line:
+  PATH1 PATH2 SAME [FOLD]     SAME: 1/0 (or true/false, same/diff); FOLD: 0-9, optional
+Relative paths resolve against the list's own folder (or --images-root). Without a FOLD column
+the 10 folds are stratified contiguous blocks in file order (positives and negatives apart), so
+a list sorted by person gives folds that share no people only by luck: give FOLD (make_pairs
+writes identity-disjoint folds). LFW pairs.txt files are read too. A list is labelled by its
+file name without suffix in tables and JSON.
+
+Faces are aligned once per image and aligner and cached (shared by every model). Images
+without a detected face are centre-cropped: the run reports how many, lists them all in the
+JSON, warns above 5% and stops above --max-fallback; --preview draws sample crops and failures.
+TAR@FAR columns are always 0.1, 0.01, 0.001: "n/a" where the list has under 1/FAR negatives.""")
     parser.add_argument("--model", required=True,
-                        help="a local zoo model, a pretrained peer (peer:dlib, peer:sface), a checkpoint "
-                             "folder, a Hub repo id, or a registered architecture (built untrained, e.g. ir18; "
-                             "see `python -m zoo`)")
+                        help="comma-separated: local zoo models, pretrained peers (peer:dlib, peer:sface), checkpoint "
+                             "folders, Hub repo ids, or registered architectures (built untrained, e.g. ir18); "
+                             "'zoo' = every local zoo model and every peer")
     parser.add_argument("--protocol", default="lfw-view1",
                         help="comma-separated: lfw-view1, cfp-ff, cfp-fp, lfw-view2 (only for models not "
-                             "trained on FaceScope-small), or a pairs file (LFW pairs.txt format or "
-                             "'PATH1 PATH2 SAME' lines); default lfw-view1")
+                             "trained on FaceScope-small), or pair list files (see below); default lfw-view1")
     parser.add_argument("--blur", default="0", help="Gaussian blur sigmas in pixels at 112 px, e.g. 0,2,4 (0 = clean)")
     parser.add_argument("--lowres", default="", help="low-resolution sizes, e.g. 56,28,14 (down then up, bilinear)")
     parser.add_argument("--flip", action="store_true", help="flip-test: embedding of image + mirrored image")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here (atomically)")
-    parser.add_argument("--csv", type=Path, help="also write one row per protocol x condition as CSV")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here (atomically; one model only)")
+    parser.add_argument("--out-dir", type=Path, help="write one JSON per model here (MODEL.json, ':' and '/' as '-')")
+    parser.add_argument("--csv", type=Path, help="also write one row per model x protocol x condition as CSV")
     parser.add_argument("--figures", type=Path,
-                        help="also write roc.html and accuracy_vs_blur.html (plotly, self-contained) to this folder")
+                        help="also write roc.html and accuracy_vs_blur.html (plotly, self-contained) to this folder "
+                             "(one model only)")
+    parser.add_argument("--preview", type=Path, metavar="FOLDER",
+                        help="write PROTOCOL-alignment.png here: a grid of sample aligned crops and of the images "
+                             "without a detected face")
+    parser.add_argument("--max-fallback", type=float, metavar="FRACTION",
+                        help="stop (exit 2) when more than this fraction of a list's images has no detected face, "
+                             "e.g. 0.05; default: only warn above 0.05")
     parser.add_argument("--data-root", help="shared data folder (default: $FACESCOPE_DATA or ../shared/data)")
-    parser.add_argument("--images-root", help="image folder for a pairs-file protocol (default: beside the file)")
+    parser.add_argument("--images-root", help="folder that relative paths of a pair list resolve against "
+                                              "(default: the list's own folder)")
     parser.add_argument("--cache-dir", help="aligned-crop cache (default: $FACESCOPE_CACHE or <repo>/cache)")
     parser.add_argument("--aligner", choices=aligner_names(), default=DEFAULT_ALIGNER,
                         help=f"face detector + landmarks: {', '.join(aligner_names())} (default {DEFAULT_ALIGNER}); "
                              "recorded in the results")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"images per forward pass (default {DEFAULT_BATCH})")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--workers", type=int, default=1, help="processes for first-time alignment")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes for first-time alignment (default: the CPU count)")
     parser.add_argument("--max-pairs", type=int,
                         help="evaluate only this many pairs per protocol, spread over folds (smoke tests)")
     parser.add_argument("--build-option", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to zoo.build when --model is an untrained architecture, e.g. width=0.25")
     parser.add_argument("--strict", action="store_true", help="stop at the first missing/unreadable image")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or alignment summaries")
     return parser
 
 
-def run(args: argparse.Namespace) -> Dict[str, object]:
+def model_specs(text: str) -> List[str]:
+    """--model's comma-separated list; 'zoo' expands to every local zoo model and every peer."""
+    import zoo
+    from .peers import peer_names
+
+    specs = []
+    for spec in (s.strip() for s in text.split(",") if s.strip()):
+        specs += zoo.local_models() + peer_names() if spec == "zoo" else [spec]
+    if not specs:
+        raise ValueError("no model given: --model NAME[,NAME...] or --model zoo")
+    return list(dict.fromkeys(specs))
+
+
+def run(args: argparse.Namespace, spec: Optional[str] = None,
+        memo: Optional[Dict[Tuple[str, Path], np.ndarray]] = None) -> Dict[str, object]:
+    """One model's results (`spec`, default --model) on every --protocol, as JSON-ready data."""
     start = time.perf_counter()
-    model, how = resolve_model(args.model, _build_options(args.build_option))
+    spec = args.model if spec is None else spec
+    model, how = resolve_model(spec, _build_options(args.build_option))
     model = model.to(args.device).eval()
     conditions = parse_levels(args.blur, args.lowres)
     cache = CropCache(args.cache_dir, getattr(args, "aligner", None))
-    memo: Dict[Tuple[str, Path], np.ndarray] = {}
+    memo = {} if memo is None else memo
     results = {
-        "model": {"spec": args.model, "resolved_by": how, "name": getattr(model, "name", type(model).__name__),
+        "model": {"spec": spec, "resolved_by": how, "name": getattr(model, "name", type(model).__name__),
                   "parameters": int(sum(p.numel() for p in model.parameters()))},
         "settings": {"flip_test": args.flip, "batch_size": args.batch_size, "device": args.device,
                      "data_root": str(data_root(args.data_root)), "aligner": cache.aligner.name,
@@ -223,28 +289,45 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
         pairs = load_protocol(name, args.data_root, args.images_root)
         if args.max_pairs:
             pairs = pairs.subset(args.max_pairs)
-        results["protocols"][name] = evaluate_protocol(
+        if pairs.name in results["protocols"]:
+            raise ValueError(f"two protocols are both labelled {pairs.name!r}: rename one of the pair lists")
+        results["protocols"][pairs.name] = evaluate_protocol(
             model, pairs, conditions, cache, args.flip, args.batch_size, args.device, args.strict,
-            args.workers, not args.quiet, memo)
+            args.workers, not args.quiet, memo, getattr(args, "max_fallback", None), getattr(args, "preview", None))
     results["seconds"] = round(time.perf_counter() - start, 2)
     return results
 
 
+def result_file(folder: Path, spec: str) -> Path:
+    return folder / (spec.replace(":", "-").replace("/", "-") + ".json")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        results = run(args)
+        specs = model_specs(args.model)
+        if len(specs) > 1 and (args.out or args.figures):
+            parser.error(f"--out and --figures take one model; {len(specs)} given: use --out-dir")
+        everything = []
+        for spec in specs:  # each model embeds anew; alignment is cached and shared
+            everything.append(run(args, spec))
+            if args.out_dir:
+                write_json(result_file(args.out_dir, spec), everything[-1])
     except (DataError, ModelNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(report.results_table(results))
+    print(report.results_table(everything))
     if args.out:
-        write_json(args.out, results)
+        write_json(args.out, everything[0])
         print(f"wrote {args.out}")
+    if args.out_dir:
+        print(f"wrote {len(everything)} result file(s) to {args.out_dir}")
     if args.csv:
-        report.write_csv(args.csv, results)
+        report.write_csv(args.csv, everything)
         print(f"wrote {args.csv}")
     if args.figures:
+        results = everything[0]
         for name, figure in (("roc", report.roc_figure(results)), ("accuracy_vs_blur", report.accuracy_vs_blur_figure(results))):
             path = args.figures / f"{name}.html"
             atomic_write(path, lambda out, figure=figure: out.write(figure.to_html(include_plotlyjs=True).encode()))

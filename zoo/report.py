@@ -1,4 +1,5 @@
-"""Evaluation results (the JSON of `zoo.evaluate`) as a text table, CSV rows and plotly figures."""
+"""Evaluation results (the JSON of `zoo.evaluate`) as a text table, CSV rows and plotly figures,
+and the alignment preview a user checks before trusting any number."""
 from __future__ import annotations
 
 import csv
@@ -6,20 +7,31 @@ import io
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
 import plotly.graph_objects as go
+from PIL import Image, ImageDraw
 
 from .data.paths import atomic_write
+from .metrics import far_key
+
+# TAR columns every table shows, whatever the list: "n/a" where a list has too few negatives
+# for that FAR (under 1/FAR), so tables from different pair lists line up.
+TABLE_FARS = (1e-1, 1e-2, 1e-3)
+PREVIEW_SAMPLE = 40  # aligned crops shown per preview, and at most as many faceless ones
 
 
 def result_rows(results: Dict) -> List[Dict[str, object]]:
-    """One flat row per protocol x condition (TAR columns named tar@far=LEVEL)."""
+    """One flat row per protocol x condition; TAR columns tar@far=LEVEL for every TABLE_FARS
+    level (None where the list cannot support it)."""
     rows = []
     for protocol, entry in results["protocols"].items():
         for condition, values in entry["conditions"].items():
-            row = {"protocol": protocol, "condition": condition, "pairs": values["pairs"],
-                   "pairs_skipped": entry["pairs_skipped"], "fallback_alignments": entry["fallback_alignments"],
+            row = {"model": results["model"]["spec"], "protocol": protocol, "condition": condition,
+                   "pairs": values["pairs"], "pairs_skipped": entry["pairs_skipped"],
+                   "fallback_alignments": entry["fallback_alignments"],
                    "accuracy": values["accuracy"], "accuracy_std": values["accuracy_std"], "auc": values["auc"]}
-            row.update({f"tar@far={level}": v["tar"] for level, v in values["tar_at_far"].items()})
+            levels = values["tar_at_far"]
+            row.update({f"tar@far={far_key(f)}": levels.get(far_key(f), {}).get("tar") for f in TABLE_FARS})
             rows.append(row)
     return rows
 
@@ -31,9 +43,10 @@ def _columns(rows: List[Dict[str, object]]) -> List[str]:
     return columns
 
 
-def write_csv(path: Path, results: Dict) -> None:
-    """CSV of `result_rows`; a TAR level a protocol cannot support is left empty."""
-    rows = result_rows(results)
+def write_csv(path: Path, many: List[Dict]) -> None:
+    """CSV of `result_rows` of one or more models' results; "n/a" where a FAR level is below
+    1/negatives."""
+    rows = [{k: ("n/a" if v is None else v) for k, v in row.items()} for r in many for row in result_rows(r)]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=_columns(rows), restval="")
     writer.writeheader()
@@ -41,19 +54,43 @@ def write_csv(path: Path, results: Dict) -> None:
     atomic_write(path, lambda out: out.write(text.getvalue().encode()))
 
 
-def results_table(results: Dict) -> str:
-    """Fixed-width table for the terminal; '-' where a FAR level is below 1/negatives."""
-    rows = result_rows(results)
-    tar_columns = [c for c in _columns(rows) if c.startswith("tar@far=")]
-    header = ["protocol", "condition", "pairs", "skipped", "fallback", "accuracy", "auc"] + \
-             [c.replace("tar@far=", "TAR@") for c in tar_columns]
+def results_table(many: List[Dict]) -> str:
+    """Fixed-width terminal table of one or more models' results (a model column when several),
+    with the same TAR columns for every list: "n/a" where a FAR level is below 1/negatives."""
+    rows = [row for r in many for row in result_rows(r)]
+    tar_columns = [f"tar@far={far_key(f)}" for f in TABLE_FARS]
+    lead = ["model"] if len(many) > 1 else []
+    header = lead + ["protocol", "condition", "pairs", "skipped", "fallback", "accuracy", "auc"] + \
+        [c.replace("tar@far=", "TAR@") for c in tar_columns]
     lines = [header]
     for row in rows:
-        lines.append([row["protocol"], row["condition"], str(row["pairs"]), str(row["pairs_skipped"]),
-                      str(row["fallback_alignments"]), f"{row['accuracy']:.4f}±{row['accuracy_std']:.4f}",
-                      f"{row['auc']:.4f}"] + [f"{row[c]:.4f}" if c in row else "-" for c in tar_columns])
+        lines.append([row[k] for k in lead] + [
+            row["protocol"], row["condition"], str(row["pairs"]), str(row["pairs_skipped"]),
+            str(row["fallback_alignments"]), f"{row['accuracy']:.4f}±{row['accuracy_std']:.4f}",
+            f"{row['auc']:.4f}"] + ["n/a" if row[c] is None else f"{row[c]:.4f}" for c in tar_columns])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def alignment_preview(aligned, path: Path, sample: int = PREVIEW_SAMPLE) -> Path:
+    """A PNG grid: evenly spaced aligned crops (green frame), then faceless images as the
+    centre crops they became (red frame), so one look tells whether alignment worked."""
+    failed = [k for k, m in enumerate(aligned.methods) if m == "center-crop"][:sample]
+    found = [k for k, m in enumerate(aligned.methods) if m != "center-crop"]
+    shown = [found[int(i)] for i in np.linspace(0, len(found) - 1, min(sample, len(found)))] if found else []
+    tiles = [(k, (40, 170, 60)) for k in shown] + [(k, (220, 40, 40)) for k in failed]
+    columns, size, gap = 10, 112, 4
+    rows = max(1, -(-len(tiles) // columns))
+    sheet = Image.new("RGB", (columns * (size + gap) + gap, rows * (size + gap) + gap + 18), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((gap, 3), f"{len(shown)} of {len(found)} aligned (green); {len(failed)} of {len(aligned.methods) - len(found)} "
+                        "without a detected face, centre-cropped (red)", fill="black")
+    for n, (k, colour) in enumerate(tiles):
+        x, y = gap + (n % columns) * (size + gap), 18 + gap + (n // columns) * (size + gap)
+        sheet.paste(Image.fromarray(aligned.images[k]), (x, y))
+        draw.rectangle([x - 2, y - 2, x + size + 1, y + size + 1], outline=colour, width=2)
+    atomic_write(path, lambda out: sheet.save(out, format="PNG"))
+    return path
 
 
 def roc_figure(results: Dict, condition: Optional[str] = None) -> go.Figure:

@@ -1,9 +1,12 @@
-"""Image-folder datasets (`root/IDENTITY/*.jpg`) and the `ImageList` every file-based set uses.
+"""Image-folder datasets (`root/IDENTITY/*.<any image type>`) and the `ImageList` every
+file-based set uses.
 
 The identity is the folder name, so LFW's `images/` and most scraped datasets read as-is.
+Every suffix in `images.IMAGE_EXTENSIONS` counts (JPEG, PNG, PGM, TIFF, ...).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence, Tuple
@@ -11,9 +14,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from .errors import EmptyDatasetError, MissingFileError, PathLike
-from .images import load_image
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+from .images import IMAGE_EXTENSIONS, load_image
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,32 @@ class ImageList:
 
 
 def read_image_folder(root: PathLike, min_images: int = 1) -> ImageList:
-    """One sub-folder per identity; identities with fewer than `min_images` images are left out."""
+    """One sub-folder per identity; identities with fewer than `min_images` images are left out.
+
+    When nothing qualifies, the error says what the folder does hold (sub-folders, file types,
+    images per identity), so a wrong root or an unexpected layout is plain at once.
+    """
     root = Path(root)
     if not root.is_dir():
         raise MissingFileError("image folder not found", root)
-    items = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in folder.iterdir()
-                       if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
-        if len(files) >= min_images:
-            items.extend((f, folder.name) for f in files)
+    items, seen, counts = [], Counter(), []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in folders:
+        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        seen.update(f.suffix.lower() or "(no suffix)" for f in files)
+        images = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
+        counts.append(len(images))
+        if len(images) >= min_images:
+            items.extend((f, folder.name) for f in images)
     if not items:
+        loose = Counter(f.suffix.lower() or "(no suffix)" for f in root.iterdir() if f.is_file())
+        found = (f"{len(folders)} sub-folder(s) holding {_describe(seen)}, the fullest with "
+                 f"{max(counts, default=0)} image(s)" if folders else f"no sub-folders; loose files: {_describe(loose)}")
         raise EmptyDatasetError(
-            f"no identity folder with at least {min_images} image(s) "
-            f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})", root)
+            f"no identity folder with at least {min_images} image(s): expected ROOT/IDENTITY/IMAGE with an image "
+            f"suffix PIL reads (e.g. .jpg, .png, .pgm, .tif); found {found}", root)
     return ImageList.from_pairs(items, str(root))
+
+
+def _describe(suffixes: Counter) -> str:
+    return ", ".join(f"{n} {s}" for s, n in suffixes.most_common(6)) or "no files"

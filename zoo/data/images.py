@@ -16,6 +16,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageDecodeError, MissingFileError, PathLike
 
+# PIL formats that name a file type but cannot give pixels here: stubs that need an external
+# handler (BUFR, GRIB, HDF5, MPEG), vector formats (EPS needs Ghostscript, WMF/EMF Windows),
+# and IPTC metadata.
+_NOT_PIXELS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "EPS", "WMF", "IPTC"})
+
+
+def _readable_extensions() -> frozenset:
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN and fmt not in _NOT_PIXELS)
+
+
+# Every image file suffix FaceScope reads (folders, pair lists, the app): whatever PIL opens,
+# PGM/PPM, 16-bit PNG and TIFF included. The one list; readers import it from here.
+IMAGE_EXTENSIONS = _readable_extensions()
+
 # Transparent pixels become white: face photos exported as PNG with an alpha cut-out look
 # like studio shots, and black would add a hard dark edge a detector could latch on to.
 _BACKGROUND = (255, 255, 255)

@@ -162,30 +162,39 @@ def read_lfw_pairs(pairs_file: PathLike, images_root: Optional[PathLike] = None,
 
 def read_plain_pairs(pairs_file: PathLike, root: Optional[PathLike] = None,
                      name: Optional[str] = None) -> PairList:
-    """Lines `PATH1 PATH2 SAME` (SAME: 1/0, true/false, same/diff); `#` starts a comment.
+    """Lines `PATH1 PATH2 SAME [FOLD]` (SAME: 1/0, true/false, same/diff; FOLD: 0-9); `#`
+    starts a comment.
 
     Relative paths are resolved against `root`, default the list file's folder. Paths must not
-    contain whitespace. Folds are stratified (see `stratified_folds`).
+    contain whitespace. Folds come from the FOLD column when every line has one (`make_pairs`
+    writes identity-disjoint ones), else they are stratified (see `stratified_folds`).
     """
     path = require_file(pairs_file, "pair list")
     base = Path(root) if root is not None else path.parent
-    first, second, issame, origins = [], [], [], []
+    first, second, issame, folds, origins = [], [], [], [], []
     for number, line in _lines(path):
         fields = line.split()
-        if len(fields) != 3:
-            raise FormatError(f"expected 'PATH1 PATH2 SAME', got {len(fields)} field(s): {line!r}", path, number)
+        if len(fields) not in (3, 4):
+            raise FormatError(f"expected 'PATH1 PATH2 SAME [FOLD]', got {len(fields)} field(s): {line!r}", path, number)
         flag = fields[2].lower()
         if flag not in _TRUE | _FALSE:
             raise FormatError(f"SAME must be one of {sorted(_TRUE | _FALSE)}, got {fields[2]!r}", path, number)
+        if len(fields) == 4:
+            fold = _int(fields[3], path, number, "fold")
+            if not 0 <= fold < NUM_FOLDS:
+                raise FormatError(f"FOLD must be 0 to {NUM_FOLDS - 1}, got {fold}", path, number)
+            folds.append(fold)
         first.append(base / fields[0])
         second.append(base / fields[1])
         issame.append(flag in _TRUE)
         origins.append((str(path), number))
     if not first:
         raise EmptyDatasetError("pair list holds no pairs", path)
+    if folds and len(folds) != len(first):
+        raise FormatError(f"{len(folds)} of {len(first)} lines give a FOLD: give it on every line or on none", path)
     issame_array = np.array(issame, dtype=bool)
-    return PairList(name or path.stem, tuple(first), tuple(second), issame_array,
-                    stratified_folds(issame_array), tuple(origins))
+    fold_array = np.array(folds, dtype=np.int64) if folds else stratified_folds(issame_array)
+    return PairList(name or path.stem, tuple(first), tuple(second), issame_array, fold_array, tuple(origins))
 
 
 def read_pairs(pairs_file: PathLike, images_root: Optional[PathLike] = None) -> PairList:
