@@ -11,17 +11,19 @@ app and the tests use directly) and a function turning that data into a plotly f
 | --- | --- | --- | --- |
 | learnt-t densities (SCAN Fig. 3) | t_densities(model_t / records_t) | t_density_figure | SCAN |
 | scale maps and blur sweep | scale_maps, scale_sweep | scale_maps_figure | SCAN |
-| attention masks | attention (sranet_attention, hpda_masks, arface_policy) | attention_figure | SRANet, HPDA, ARFace |
+| attention | attention (residual_attention, pyramid_masks, patch_policy) | attention_figure | SRANet, HPDA, ARFace |
 | Grad-CAM of similarity | gradcam_similarity | gradcam_figure | any |
 | hard pos./neg. correlation (NPCFace) | records_correlation, model_hard_samples | epochs_figure, hard_samples_figure | any |
 | embedding UMAP | embedding_umap | umap_figure | any |
 
-`available_analyses(model)` lists what a model can show; asking for anything else raises
-AnalysisError saying so. `export.save` writes HTML, JSON and PNG; `python -m analysis`
+A method declares which of the method-specific analyses its models show
+(`FaceModel.analyses`); `available_analyses(model)` lists what a model can show, and asking
+for anything else raises AnalysisError saying so. `export.save` writes HTML, JSON and PNG; `python -m analysis`
 does all of this from the command line.
 """
-from .attention_maps import (ARFacePolicy, HPDAMasks, SRANetAttention, arface_figure, arface_policy, attention,
-                        attention_figure, hpda_figure, hpda_masks, sranet_attention, sranet_figure)
+from .attention_maps import (PatchPolicy, PyramidMasks, ResidualAttention, attention, attention_figure, patch_policy,
+                             patch_policy_figure, pyramid_masks, pyramid_masks_figure, residual_attention,
+                             residual_attention_figure)
 from .common import AnalysisError, available_analyses
 from .correlation import (EpochCorrelation, HardSamples, centre_distances, epochs_figure, hard_samples_figure,
                           histogram_overlap, model_hard_samples, pearson, records_correlation)
@@ -33,13 +35,13 @@ from .scale_map import ScaleMaps, scale_layers, scale_maps, scale_maps_figure, s
 from .t_density import TDensity, model_t, records_t, reflected_kde, t_densities, t_density_figure
 
 __all__ = [
-    "ARFacePolicy", "AnalysisError", "EmbeddingCache", "EmbeddingMap", "EpochCorrelation", "GradCamMaps",
-    "HPDAMasks", "HardSamples", "SRANetAttention", "ScaleMaps", "SimilarityTarget", "TDensity", "arface_figure",
-    "arface_policy", "as_face", "as_faces", "attention", "attention_figure", "available_analyses",
-    "centre_distances", "embed_faces", "embedding_umap", "epochs_figure", "gradcam_figure", "gradcam_similarity",
-    "hard_samples_figure", "histogram_overlap", "hpda_figure", "hpda_masks", "model_fingerprint",
-    "model_hard_samples", "model_t", "overlay", "pearson", "png_export_status", "records_correlation",
-    "records_t", "reflected_kde", "resize_map", "save", "save_all", "scale_layers", "scale_maps",
-    "scale_maps_figure", "scale_sweep", "sranet_attention", "sranet_figure", "t_densities", "t_density_figure",
-    "umap_figure",
+    "AnalysisError", "EmbeddingCache", "EmbeddingMap", "EpochCorrelation", "GradCamMaps", "HardSamples",
+    "PatchPolicy", "PyramidMasks", "ResidualAttention", "ScaleMaps", "SimilarityTarget", "TDensity", "as_face",
+    "as_faces", "attention", "attention_figure", "available_analyses", "centre_distances", "embed_faces",
+    "embedding_umap", "epochs_figure", "gradcam_figure", "gradcam_similarity", "hard_samples_figure",
+    "histogram_overlap", "model_fingerprint", "model_hard_samples", "model_t", "overlay", "patch_policy",
+    "patch_policy_figure", "pearson", "png_export_status", "pyramid_masks", "pyramid_masks_figure",
+    "records_correlation", "records_t", "reflected_kde", "residual_attention", "residual_attention_figure",
+    "resize_map", "save", "save_all", "scale_layers", "scale_maps", "scale_maps_figure", "scale_sweep",
+    "t_densities", "t_density_figure", "umap_figure",
 ]

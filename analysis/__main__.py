@@ -29,7 +29,7 @@ from zoo.evaluate import ModelNotFoundError, resolve_model
 from zoo import CheckpointError
 
 from . import attention_maps, correlation, embeddings, export, gradcam, scale_map, t_density
-from .common import AnalysisError
+from .common import AnalysisError, methods_showing
 
 
 def _floats(text: str) -> List[float]:
@@ -76,23 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--workers", type=int, default=1, help="alignment processes (default 1)")
         sub.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
 
-    sub = command("t-density", "SCAN: density of the learnt scales t per layer, side by side per source")
+    def shown_by(analysis: str) -> str:
+        return " / ".join(methods_showing(analysis))
+
+    sub = command("t-density", f"{shown_by('t-density')}: density of the learnt scales t per layer, "
+                               "side by side per source")
     model_arg(sub, required=False, many=True)
     sub.add_argument("--records", type=Path, action="append", default=[],
-                     help="a SCAN run's records.jsonl (repeatable): densities per epoch")
+                     help="the records.jsonl of a run that learns t (repeatable): densities per epoch")
     sub.add_argument("--epochs", default="spread",
                      help="epochs of --records: all, spread (first, last, two between; default), last or 1,5,10")
 
-    sub = command("scale-map", "SCAN: which learnt scale responds most at each location, across blur levels")
+    sub = command("scale-map", f"{shown_by('scale-map')}: which learnt scale responds most at each location, "
+                               "across blur levels")
     model_arg(sub)
     images_arg(sub)
     sub.add_argument("--layer", default=None, help="SAC layer (default: the deepest at least 14x14)")
     sub.add_argument("--blur", type=_floats, default=[0, 1, 2, 3, 4, 6], help="blur sigmas (default 0,1,2,3,4,6)")
 
-    sub = command("attention", "SRANet / HPDA / ARFace: the method's attention on each face")
+    sub = command("attention", f"{shown_by('attention')}: the method's attention on each face")
     model_arg(sub)
     images_arg(sub)
-    sub.add_argument("--query", type=_query, default=None, help="SRANet query pixel Y,X (default: the centre)")
+    sub.add_argument("--query", type=_query, default=None,
+                     help=f"{shown_by('residual-attention')}: the query pixel Y,X (default: the centre)")
 
     sub = command("gradcam", "any model: Grad-CAM of each face's cosine similarity to a reference face")
     model_arg(sub)

@@ -1,33 +1,35 @@
-"""Attention of the attention methods, on the face: SRANet, HPDA and ARFace.
+"""Attention on the face, asked for as "attention", in the form a method declares:
 
-- SRANet (Fig. 6): channel-mean feature maps of each stage's last block without and with
-  its self residual attention, and the spatial-attention row of a query location.
-- HPDA (Fig. 1): every S x B LANet mask of every tapped layer.
-- ARFace (Fig. 4): the patches the policy keeps and drops, and its keep probabilities.
+- "residual-attention" (SRANet's Fig. 6): channel-mean feature maps of each stage's last
+  block without and with its self residual attention, and the spatial-attention row of a
+  query location.
+- "pyramid-masks" (HPDA's Fig. 1): every S x B LANet mask of every tapped layer.
+- "patch-policy" (ARFace's Fig. 4): the patches the policy keeps and drops, and its keep
+  probabilities.
 
-Each function returns plain data (maps at the method's resolution and resized onto the
-112x112 face, bilinearly: they are continuous); `attention_figure` draws any of them.
+Each reader returns plain data (maps at the method's resolution and resized onto the
+112x112 face, bilinearly: they are continuous) from the model's `explain()`; `attention`
+picks the model's reader and `attention_figure` draws any of their data.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import plotly.graph_objects as go
 
 from zoo import FaceModel
 from zoo.backbones import INPUT_SIZE
-from zoo.methods.arface import PATCH_NAMES
 
-from .common import AnalysisError, require
+from .common import ASKED_AS, AnalysisError, declared, register, require
 from .figures import add_face, add_map, grid
 from .images import FaceLike, as_face, model_input, resize_map
 
 
 @dataclass
-class SRANetAttention:
+class ResidualAttention:
     """Per block i of `blocks`: channel means before/after attention and the query's A_S row."""
 
     model: str
@@ -46,7 +48,7 @@ class SRANetAttention:
 
 
 @dataclass
-class HPDAMasks:
+class PyramidMasks:
     """Every LANet mask: layer l (shallow to deep), scale s (fine to coarse), branch b."""
 
     model: str
@@ -59,7 +61,7 @@ class HPDAMasks:
 
 
 @dataclass
-class ARFacePolicy:
+class PatchPolicy:
     """The Attention-Net's decision on one face (argmax mode, as at inference)."""
 
     model: str
@@ -75,7 +77,27 @@ class ARFacePolicy:
     json_skip = ("face", "mask", "masked_face")
 
 
-Attention = Union[SRANetAttention, HPDAMasks, ARFacePolicy]
+Attention = Union[ResidualAttention, PyramidMasks, PatchPolicy]
+Query = Optional[Tuple[float, float]]
+READERS: Dict[str, Callable[[FaceModel, FaceLike, Query], Attention]] = {}  # analysis -> reader
+FIGURES: Dict[type, Callable[[Attention], go.Figure]] = {}  # data type -> its figure
+
+
+def _reader(name: str, takes_query: bool = False):
+    """Register a reader as the attention analysis `name` (asked for as "attention")."""
+    def decorator(read):
+        register(name, "attention")
+        READERS[name] = read if takes_query else (lambda model, face, query: read(model, face))
+        return read
+    return decorator
+
+
+def _figure_of(kind: type):
+    """Register the figure drawing `kind` of attention data."""
+    def decorator(draw):
+        FIGURES[kind] = draw
+        return draw
+    return decorator
 
 
 def _key_grid_on_features(row: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
@@ -84,9 +106,11 @@ def _key_grid_on_features(row: np.ndarray, shape: Tuple[int, int]) -> np.ndarray
     return np.repeat(np.repeat(row, factor, axis=0), factor, axis=1)[:shape[0], :shape[1]]
 
 
-def sranet_attention(model: FaceModel, face: FaceLike, query: Optional[Tuple[float, float]] = None) -> SRANetAttention:
-    """SRANet's maps for `face`; `query` is a (y, x) pixel of the 112x112 face (default: centre)."""
-    _require_method(model, "sranet")
+@_reader("residual-attention", takes_query=True)
+def residual_attention(model: FaceModel, face: FaceLike, query: Query = None) -> ResidualAttention:
+    """Self residual attention maps for `face`; `query` is a (y, x) pixel of the 112x112 face
+    (default: centre)."""
+    require(model, "residual-attention", "self residual attention")
     face = as_face(face)
     query = (INPUT_SIZE / 2, INPUT_SIZE / 2) if query is None else (float(query[0]), float(query[1]))
     explanation = model.explain(model_input(face[None]), query=query)
@@ -97,15 +121,16 @@ def sranet_attention(model: FaceModel, face: FaceLike, query: Optional[Tuple[flo
     spatial = [maps[f"spatial_attention/block{i}"] for i in blocks if f"spatial_attention/block{i}" in maps]
     on_face = lambda maps_: (np.stack([resize_map(m) for m in maps_]) if maps_
                              else np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.float32))
-    return SRANetAttention(model.name, face, query, np.array(blocks),
+    return ResidualAttention(model.name, face, query, np.array(blocks),
                            np.array([model.backbone.block_stage[i] for i in blocks]), before, after, spatial,
                            on_face(before), on_face(after),
                            on_face([_key_grid_on_features(s, b.shape) for s, b in zip(spatial, before)]))
 
 
-def hpda_masks(model: FaceModel, face: FaceLike) -> HPDAMasks:
-    """Every HPDA mask for `face`, at the tapped layers' 7x7 and on the face."""
-    _require_method(model, "hpda")
+@_reader("pyramid-masks")
+def pyramid_masks(model: FaceModel, face: FaceLike) -> PyramidMasks:
+    """Every pyramid attention mask for `face`, at the tapped layers' 7x7 and on the face."""
+    require(model, "pyramid-masks", "pyramid attention masks")
     face = as_face(face)
     explanation = model.explain(model_input(face[None]))
     if not explanation.maps:
@@ -116,40 +141,32 @@ def hpda_masks(model: FaceModel, face: FaceLike) -> HPDAMasks:
         explanation.maps[f"mask/layer{l}/scale{s}/branch{b}"][0].cpu().numpy().astype(np.float64)
         for b in range(branches)]) for s in range(scales)]) for l in range(layers)])
     masks = resize_map(native.reshape(-1, *native.shape[-2:])).reshape(*native.shape[:3], INPUT_SIZE, INPUT_SIZE)
-    return HPDAMasks(model.name, face, explanation.values["tapped_blocks"].cpu().numpy(), native, masks)
+    return PyramidMasks(model.name, face, explanation.values["tapped_blocks"].cpu().numpy(), native, masks)
 
 
-def arface_policy(model: FaceModel, face: FaceLike) -> ARFacePolicy:
-    """ARFace's keep/drop decision and probabilities for `face`."""
-    _require_method(model, "arface")
+@_reader("patch-policy")
+def patch_policy(model: FaceModel, face: FaceLike) -> PatchPolicy:
+    """The patch policy's keep/drop decision and probabilities for `face`."""
+    require(model, "patch-policy", "patch policy")
     face = as_face(face)
     explanation = model.explain(model_input(face[None]))
     mask = explanation.maps["mask"][0].cpu().numpy().astype(np.float64)
     values = {k: v.cpu().numpy() for k, v in explanation.values.items()}
     masked = np.round(face.astype(np.float64) * mask[..., None]).astype(np.uint8)
-    return ARFacePolicy(model.name, face, list(PATCH_NAMES), values["patch_boxes"], values["kept"][0].astype(bool),
+    return PatchPolicy(model.name, face, list(model.patch_names), values["patch_boxes"], values["kept"][0].astype(bool),
                         values["keep_probability"][0].astype(np.float64),
                         values["mode_probability"][0].astype(np.float64), mask, masked)
 
 
-ATTENTION = {"sranet": sranet_attention, "hpda": hpda_masks, "arface": arface_policy}
-
-
-def attention(model: FaceModel, face: FaceLike, query: Optional[Tuple[float, float]] = None) -> Attention:
-    """The attention analysis of `model`'s method (`query` only matters for SRANet)."""
+def attention(model: FaceModel, face: FaceLike, query: Query = None) -> Attention:
+    """The attention `model`'s method declares (`query` only matters to the residual attention)."""
     require(model, "attention", "attention maps")
-    if model.method == "sranet":
-        return sranet_attention(model, face, query)
-    return ATTENTION[model.method](model, face)
+    name = next(name for name in declared(model) if ASKED_AS[name] == "attention")
+    return READERS[name](model, face, query)
 
 
-def _require_method(model: FaceModel, method: str) -> None:
-    require(model, "attention", "attention maps")
-    if model.method != method:
-        raise AnalysisError(f"{model.name} is a {model.method} model, not {method}; use attention() for its own maps")
-
-
-def sranet_figure(data: SRANetAttention) -> go.Figure:
+@_figure_of(ResidualAttention)
+def residual_attention_figure(data: ResidualAttention) -> go.Figure:
     """Per stage (its last block): channel mean before / after attention (one colour range per
     stage) and the query's spatial attention, the query marked by a cross."""
     last = [i for i, stage in enumerate(data.stages) if i == len(data.stages) - 1 or data.stages[i + 1] != stage]
@@ -170,7 +187,8 @@ def sranet_figure(data: SRANetAttention) -> go.Figure:
     return fig
 
 
-def hpda_figure(data: HPDAMasks) -> go.Figure:
+@_figure_of(PyramidMasks)
+def pyramid_masks_figure(data: PyramidMasks) -> go.Figure:
     """One row per (layer, scale), one column per branch; colour range fixed to [0, 1]."""
     layers, scales, branches = data.native.shape[:3]
     titles = [f"layer {l} (block {data.tapped_blocks[l]}), scale {s}, branch {b}"
@@ -185,7 +203,8 @@ def hpda_figure(data: HPDAMasks) -> go.Figure:
     return fig
 
 
-def arface_figure(data: ARFacePolicy) -> go.Figure:
+@_figure_of(PatchPolicy)
+def patch_policy_figure(data: PatchPolicy) -> go.Figure:
     """The masked face with kept (green) and dropped (red, dashed) patches, and the keep
     probability per patch."""
     fig = grid(1, 2, ["what the Feature-Net sees", "keep probability per patch"],
@@ -206,7 +225,6 @@ def arface_figure(data: ARFacePolicy) -> go.Figure:
 
 def attention_figure(data: Attention) -> go.Figure:
     """The figure of any attention analysis."""
-    for kind, draw in ((SRANetAttention, sranet_figure), (HPDAMasks, hpda_figure), (ARFacePolicy, arface_figure)):
-        if isinstance(data, kind):
-            return draw(data)
-    raise TypeError(f"not attention data: {type(data).__name__}")
+    if type(data) not in FIGURES:
+        raise TypeError(f"not attention data: {type(data).__name__}")
+    return FIGURES[type(data)](data)

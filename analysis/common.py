@@ -1,20 +1,20 @@
-"""What each model can show, and the error raised when it is asked for something else."""
+"""What each model can show, and the error raised when it is asked for something else.
+
+A method declares the analyses of its own internals (`FaceModel.analyses`) by the names the
+analysis modules implement them under; each module registers those names here with the name
+people ask for them by (the command of `python -m analysis`, what `available_analyses`
+lists): every method's attention reader is asked for as "attention".
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-from zoo import FaceModel
+from zoo import METHODS, FaceModel
 
-# Analyses that need a method's own internals, by the methods that have them.
-METHOD_ANALYSES = {
-    "scan": ("t-density", "scale-map"),
-    "scan-folded": ("t-density", "scale-map"),
-    "sranet": ("attention",),
-    "hpda": ("attention",),
-    "arface": ("attention",),
-}
+# Analysis -> the name people ask for it by; filled by the analysis modules as they load.
+ASKED_AS: Dict[str, str] = {}
 # Analyses that only need embeddings (and, for Grad-CAM, gradients): any model.
 ANY_MODEL_ANALYSES = ("gradcam", "correlation", "umap")
 
@@ -23,18 +23,42 @@ class AnalysisError(ValueError):
     """An analysis was asked of a model (or data) that cannot provide it; says what can."""
 
 
+def register(name: str, asked_as: Optional[str] = None) -> None:
+    """Make `name` an analysis a method can declare, asked for as `asked_as` (default: itself)."""
+    ASKED_AS[name] = asked_as or name
+
+
+def declared(model: FaceModel) -> Tuple[str, ...]:
+    """The analyses of `model`'s own internals; a pretrained peer (zoo.peers, no FaceModel) has none."""
+    return getattr(model, "analyses", ())
+
+
 def available_analyses(model: FaceModel) -> List[str]:
-    """The analyses `model` supports, method-specific first."""
-    return [*METHOD_ANALYSES.get(model.method, ()), *ANY_MODEL_ANALYSES]
+    """The analyses `model` supports, by the names people ask for them, method-specific first."""
+    return [*dict.fromkeys(ASKED_AS[name] for name in declared(model)), *ANY_MODEL_ANALYSES]
+
+
+def methods_showing(analysis: str) -> List[str]:
+    """The registered methods whose models support `analysis` (either name)."""
+    return sorted(name for name, method in METHODS.items() if analysis in _shown_by(method.analyses))
+
+
+def _shown_by(analyses: Tuple[str, ...]) -> Set[str]:
+    return {*analyses, *(ASKED_AS[name] for name in analyses)}
 
 
 def require(model: FaceModel, analysis: str, what: str) -> None:
-    """Raise AnalysisError unless `model` supports `analysis`; `what` names it for people."""
-    if analysis not in available_analyses(model):
-        owners = sorted(m for m, names in METHOD_ANALYSES.items() if analysis in names)
+    """Raise AnalysisError unless `model` supports `analysis` (either name); `what` names it for people."""
+    if analysis not in _shown_by(declared(model)) | set(ANY_MODEL_ANALYSES):
         raise AnalysisError(
-            f"{model.name} (method {model.method!r}) has no {what}: only {', '.join(owners)} models do. "
+            f"{model.name} (method {model.method!r}) has no {what}: only {', '.join(methods_showing(analysis))} "
+            "models do. "
             f"This model can show: {', '.join(available_analyses(model))}")
+
+
+def record_key(analysis: str) -> str:
+    """The records.jsonl key under which training logs what `analysis` reads (`FaceModel.record_keys`)."""
+    return next(method.record_keys[analysis] for _, method in METHODS.items() if analysis in method.record_keys)
 
 
 def read_records(path: Union[str, Path], key: str, missing: str) -> Dict[int, Any]:

@@ -1,7 +1,9 @@
-"""SCAN scale maps: which learnt scale responds most at each location, and how blur moves it.
+"""Scale maps: which learnt scale responds most at each location, and how blur moves it.
 
-A scale map (zoo.methods.scan.scale_map) holds, per location of one SAC layer, the t of
-the channel with the strongest response. Blurring the face removes fine structure, so if
+A model shows them when its method declares "scale-map" and gives `scale_layers()` (layer ->
+(conv, t)) and, per layer, `explain()` maps "scale_map/LAYER" and values "t/LAYER" (SCAN's
+SAC layers). A scale map holds, per location of one layer, the t of the channel with the
+strongest response. Blurring the face removes fine structure, so if
 the learnt scales mean what the paper says, the map should shift towards larger t as the
 blur grows; `mean_t` per blur level is that claim as one number per level.
 
@@ -19,13 +21,14 @@ import plotly.graph_objects as go
 from zoo.data import BLUR_LEVELS, gaussian_blur
 from zoo import FaceModel
 
-from .common import AnalysisError, require
+from .common import AnalysisError, register, require
 from .figures import add_face, add_map, grid
 from .images import FaceLike, as_face, model_input, resize_map
 
 PREFIX = "scale_map/"
 # Default layer: the deepest whose map still has this many cells per side.
 DEFAULT_MIN_SIDE = 14
+register("scale-map")
 
 
 @dataclass

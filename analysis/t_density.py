@@ -1,4 +1,7 @@
-"""SCAN's learnt scales: the density of t per layer and overall (the paper's Fig. 3).
+"""Learnt scales: the density of t per layer and overall (SCAN's Fig. 3).
+
+A model shows it when its method declares "t-density" and gives `learnt_t()` (layer -> t);
+its training logs the same each epoch in records.jsonl (under `record_keys["t-density"]`).
 
 The paper's argument is comparative: without RMO t stays near its initial 1, with RMO but
 no local shortcut many t collapse to 0, the full model spreads them. So densities of
@@ -23,11 +26,12 @@ from plotly.subplots import make_subplots
 
 from zoo import FaceModel
 
-from .common import AnalysisError, read_records, require
+from .common import AnalysisError, read_records, record_key, register, require
 from .figures import wrap
 
 GRID_POINTS = 1024
 LayerT = Dict[str, np.ndarray]
+register("t-density")
 
 
 @dataclass
@@ -42,17 +46,15 @@ class TDensity:
 
 
 def model_t(model: FaceModel) -> LayerT:
-    """Every SAC layer's learnt t of a SCAN model, trained (`learnt_t`) or folded (config)."""
+    """Every layer's learnt t of a model that has them, trained or in its inference form."""
     require(model, "t-density", "learnt scales t")
-    if hasattr(model, "learnt_t"):
-        return {k: v.detach().cpu().numpy().astype(np.float64) for k, v in model.learnt_t().items()}
-    return {k: np.asarray(v, dtype=np.float64) for k, v in model.options["t"].items()}
+    return {k: v.detach().cpu().numpy().astype(np.float64) for k, v in model.learnt_t().items()}
 
 
 def records_t(path: Union[str, Path]) -> Dict[int, LayerT]:
     """epoch -> layer -> t from a training run's records.jsonl (the last record of an epoch
     wins, so a resumed run that logged an epoch twice counts it once)."""
-    records = read_records(path, "scan_t", "it is not the log of a SCAN model's training")
+    records = read_records(path, record_key("t-density"), "it is not the log of a model that learns scales t")
     epochs: Dict[int, LayerT] = {epoch: {k: np.asarray(v, dtype=np.float64) for k, v in layers.items()}
                                  for epoch, layers in records.items()}
     return dict(sorted(epochs.items()))
