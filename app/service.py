@@ -39,6 +39,8 @@ from zoo import CheckpointError, FaceModel, hub
 from zoo.peers import Peer, make_peer, peer_names
 from zoo.card import PROTOCOL_ORDER
 
+from .panels import own_panels
+
 APP_DIR = Path(__file__).resolve().parent
 GALLERY_DIR = APP_DIR / "gallery"
 EXAMPLES_DIR = APP_DIR / "examples"
@@ -685,8 +687,8 @@ def _large(image: np.ndarray) -> np.ndarray:
 
 def _model_panels(name: str, model: FaceModel, face_a: np.ndarray,
                   face_b: np.ndarray) -> Tuple[List[Panel], List[str]]:
-    """Grad-CAM of A's similarity to B and of B's to A, then the method's own maps of both faces;
-    `name` is the model's name in the app (its zoo folder or hub repo id)."""
+    """Grad-CAM of A's similarity to B and of B's to A, then the method's own maps of both faces
+    (app.panels); `name` is the model's name in the app (its zoo folder or hub repo id)."""
     panels, notes = [], []
     for label, face, other in (("A", face_a, face_b), ("B", face_b, face_a)):
         cam = analysis.gradcam_similarity(model, face, other)
@@ -695,7 +697,7 @@ def _model_panels(name: str, model: FaceModel, face_a: np.ndarray,
                             f"({cam.similarity[0]:.3f})"))
     for label, face in (("A", face_a), ("B", face_b)):
         try:
-            own = _own_maps(model, face)
+            own = own_panels(model, face, _large)
         except AnalysisError as err:
             notes.append(str(err))
             break
@@ -707,43 +709,9 @@ def _model_panels(name: str, model: FaceModel, face_a: np.ndarray,
     return panels, notes
 
 
-def _own_maps(model: FaceModel, face: np.ndarray) -> Optional[List[Tuple[np.ndarray, str]]]:
-    """The method's own maps of one face as (overlay, caption), or None for a method without maps."""
-    available = analysis.available_analyses(model)
-    if "scale-map" in available:
-        data = analysis.scale_maps(model, face)
-        low, high = float(data.layer_t.min()), float(data.layer_t.max())
-        return [(_large(analysis.overlay(face, data.native[0], "Viridis", 0.55, (low, high), categorical=True)),
-                 f"scale map: dominant t on {data.layer} (mean {data.mean_t[0]:.3f}, range {low:.3f}-{high:.3f})")]
-    if "attention" not in available:
-        return None
-    data = analysis.attention(model, face)
-    if isinstance(data, analysis.SRANetAttention):
-        out = [(_large(analysis.overlay(face, data.after[-1], "RdBu_r", 0.55)),
-                f"features after self residual attention, stage {data.stages[-1]}")]
-        if data.spatial:
-            out.append((_large(analysis.overlay(face, data.spatial_on_face[-1], "Inferno", 0.6)),
-                        f"spatial attention of the centre pixel, stage {data.stages[-1]}"))
-        return out
-    if isinstance(data, analysis.HPDAMasks):
-        layer = data.native.shape[0] - 1
-        return [(_large(analysis.overlay(face, data.native[layer, 0, b], "Viridis", 0.55, (0.0, 1.0))),
-                 f"pyramid attention mask: layer {layer}, finest scale, branch {b}")
-                for b in range(data.native.shape[2])]
-    kept = [n for n, k in zip(data.patch_names, data.kept) if k]
-    dropped = [n for n, k in zip(data.patch_names, data.kept) if not k]
-    image = _large(data.masked_face)
-    scale = EXPLAIN_SIZE / SIZE
-    for (x0, y0, x1, y1), keep in zip(data.boxes, data.kept):
-        cv2.rectangle(image, (round(x0 * scale), round(y0 * scale)), (round(x1 * scale) - 1, round(y1 * scale) - 1),
-                      (40, 200, 60) if keep else (230, 40, 40), 2)
-    return [(image, f"patch policy: kept {', '.join(kept) or 'none'}; dropped {', '.join(dropped) or 'none'} "
-                    "(green: kept, red: dropped)")]
-
-
 def _detail_figure(model: FaceModel, face_a: np.ndarray, face_b: np.ndarray) -> go.Figure:
-    """The analysis layer's own figure for the model: SCAN's blur sweep of scale maps, the attention
-    figure, or (plain models) Grad-CAM of A against B."""
+    """The analysis layer's own figure for the model: the blur sweep of its scale maps, its
+    attention figure, or (models without either) Grad-CAM of A against B."""
     available = analysis.available_analyses(model)
     if "scale-map" in available:
         return analysis.scale_maps_figure(analysis.scale_sweep(model, face_a))
@@ -751,7 +719,7 @@ def _detail_figure(model: FaceModel, face_a: np.ndarray, face_b: np.ndarray) -> 
         try:
             return analysis.attention_figure(analysis.attention(model, face_a))
         except AnalysisError:
-            pass  # e.g. HPDA without a local branch: Grad-CAM still explains it
+            pass  # e.g. pyramid masks of a model without a local branch: Grad-CAM still explains it
     return analysis.gradcam_figure(analysis.gradcam_similarity(model, face_a, face_b))
 
 
