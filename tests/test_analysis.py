@@ -204,14 +204,14 @@ def test_sranet_attention_maps_and_query_row(zoo_model, face, renders):
     model = zoo_model("sranet")
     data = A.attention(model, face, query=(40.0, 30.0))
     blocks = len(model.backbone.blocks)
-    assert isinstance(data, A.SRANetAttention) and data.blocks.tolist() == list(range(blocks))
+    assert isinstance(data, A.ResidualAttention) and data.blocks.tolist() == list(range(blocks))
     for on_face in (data.before_on_face, data.after_on_face, data.spatial_on_face):
         assert on_face.shape == (blocks, 112, 112) and np.isfinite(on_face).all()
     for row in data.spatial:  # a softmax row over the key grid
         assert row.sum() == pytest.approx(1.0, abs=1e-5) and (row >= 0).all()
     assert (data.spatial_on_face >= 0).all() and (data.spatial_on_face <= 1).all()
     with pytest.raises(ValueError, match="outside"):
-        A.sranet_attention(model, face, query=(112, 0))
+        A.residual_attention(model, face, query=(112, 0))
     renders(A.attention_figure(data), data)
 
 
@@ -242,6 +242,17 @@ def test_arface_policy_drops_exactly_the_outlined_patches(zoo_model, face, rende
 def test_attention_of_a_plain_model_says_what_it_can_show(zoo_model, face):
     with pytest.raises(A.AnalysisError, match="has no attention maps: only arface, hpda, sranet.*gradcam"):
         A.attention(zoo_model("plain"), face)
+
+
+def test_attention_readers_go_by_what_the_method_declares(zoo_model, face):
+    """`attention` reads each model in the form its method declares; a reader asked of another
+    method's model says which methods have it."""
+    assert A.available_analyses(zoo_model("hpda")) == ["attention", "gradcam", "correlation", "umap"]
+    assert isinstance(A.attention(zoo_model("arface"), face), A.PatchPolicy)
+    with pytest.raises(A.AnalysisError, match="has no patch policy: only arface models do.*attention, gradcam"):
+        A.patch_policy(zoo_model("sranet"), face)
+    with pytest.raises(TypeError, match="not attention data"):
+        A.attention_figure(A.scale_maps(zoo_model("scan"), face))
 
 
 # --- Grad-CAM -------------------------------------------------------------------------------------

@@ -186,6 +186,25 @@ def test_reinforce_loss_and_baseline_arithmetic(faces):
     assert baseline.value == pytest.approx(0.9 * 0.5 + 0.1 * 0.75)
 
 
+def test_training_hooks_give_the_trainer_a_reinforce_step(faces):
+    """extra_optimizers: the Attention-Net alone, at [arface] policy_lr; extra_losses: the
+    policy loss against the baseline kept in the run's state (the first batch's own reward)."""
+    torch.manual_seed(0)
+    model = zoo.build("arface-mobilefacenet", width=0.25).train()
+    settings = {**model.training_settings, "policy_lr": 0.05}
+    optimizers = model.extra_optimizers(settings)
+    assert list(optimizers) == ["policy"] and optimizers["policy"].defaults["lr"] == 0.05
+    assert optimizers["policy"].param_groups[0]["params"] == list(model.policy_parameters())
+    model(faces)
+    correct, state = torch.tensor([True, False] * 4), {}
+    losses, logged = model.extra_losses(correct, state, settings, lambda value: value)
+    assert torch.equal(losses["policy"], model.reinforce_loss(correct.float(), 0.5))
+    assert state == {"reward_baseline": 0.5} and logged == {"reward_baseline": 0.5}
+    losses, _ = model.extra_losses(torch.ones(8, dtype=torch.bool), state, settings, lambda value: value)
+    assert torch.equal(losses["policy"], model.reinforce_loss(torch.ones(8), 0.5))
+    assert state["reward_baseline"] == pytest.approx(0.99 * 0.5 + 0.01 * 1.0)
+
+
 def test_checkpoint_round_trip_is_bit_exact(faces, tmp_path):
     torch.manual_seed(0)
     model = zoo.build("arface-mobilefacenet", width=0.25).train()

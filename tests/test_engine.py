@@ -84,6 +84,7 @@ def test_every_recipe_learns_real_faces(name, packed, tmp_path):
         assert "divergence" in log[0]["terms"]
     if name == "arface":
         assert "policy" in log[0]["terms"] and 0 <= log[-1]["reward_baseline"] <= 1
+        assert (tmp_path / "state" / "policy_optimizer.safetensors").is_file()  # resumable: its momentum
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert len(records) == steps // 3  # 48 images / batch 16 = 3 steps per epoch
     assert "margins" in records[-1]

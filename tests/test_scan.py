@@ -103,6 +103,17 @@ def test_folded_model_matches_unfolded_on_real_faces(name, faces):
     assert torch.allclose(model.embed(faces), folded.embed(faces), atol=1e-6)
 
 
+def test_inference_form_is_the_fold_and_keeps_the_learnt_t(faces):
+    model = _trained("scan-ir18", faces, steps=1)
+    folded = model.inference_form()
+    assert folded.method == "scan-folded" and torch.equal(folded.embed(faces), model.fold().embed(faces))
+    learnt = model.learnt_t()
+    assert folded.learnt_t().keys() == learnt.keys()
+    assert all(torch.equal(folded.learnt_t()[k].float(), t) for k, t in learnt.items())
+    assert model.epoch_records() == {"scan_t": {k: [round(v, 6) for v in t.tolist()] for k, t in learnt.items()}}
+    assert folded.epoch_records() == {} and folded.inference_form() is folded
+
+
 def test_folded_model_is_exactly_the_plain_architecture(faces):
     model = _trained("scan-ir18", faces, steps=1)
     folded = model.fold()

@@ -63,6 +63,15 @@ def test_plain_model_explains_nothing(faces):
     assert explanation.maps == {} and explanation.values == {}
 
 
+def test_a_plain_model_needs_no_method_hooks(faces):
+    """The base class's hooks are what a method without its own training, records, analyses
+    or inference form inherits: nothing extra anywhere."""
+    model = zoo.build("ir18", width=WIDTH)
+    assert model.inference_form() is model and model.extra_optimizers({}) == {} and model.epoch_records() == {}
+    assert model.extra_losses(torch.ones(4, dtype=torch.bool), {}, {}, lambda value: value) == ({}, {})
+    assert model.analyses == () and model.record_keys == {} and model.training_settings == {}
+
+
 def test_wrong_architecture_is_refused_with_both_names(tmp_path):
     folder = zoo.save(zoo.build("ir18", width=WIDTH), tmp_path / "a")
     with pytest.raises(zoo.CheckpointError, match=r"'ir18'.*not 'ir34'"):

@@ -143,7 +143,7 @@ def write_local(model: zoo.FaceModel, source: Optional[Path], name: str, force: 
                 text: Optional[str], extra: Optional[Dict[str, Any]]) -> Path:
     """Write into the local zoo atomically: the regenerated checkpoint, or `source`'s files as is."""
     if Path(name).name != name or name.startswith("."):
-        raise ValueError(f"--local {name!r}: give a plain folder name, e.g. scan-ir18")
+        raise ValueError(f"--local {name!r}: give a plain folder name, e.g. ir18-arcface")
     target = Path(zoo.LOCAL_ZOO) / name
     local = hub.architecture({"architecture": model.config.to_dict()})
     existing = existing_architecture(target) if target.exists() else local
