@@ -105,6 +105,20 @@ class SourceFormat:
         raise NotImplementedError
 
 
+class SingleFileFormat(SourceFormat):
+    """A format that is one file with a known suffix: the file itself, or the only one in a folder."""
+
+    suffix = ""
+
+    def detect(self, path: Path) -> Optional[List[Path]]:
+        if path.is_dir():
+            files = sorted(path.glob(f"*{self.suffix}"))
+            if len(files) > 1:
+                raise ImporterError(f"{path}: holds {len(files)} {self.suffix} files; name the one to import")
+            return files or None
+        return [path] if path.suffix == self.suffix else None
+
+
 FORMATS: Registry[SourceFormat] = Registry("source format")
 
 

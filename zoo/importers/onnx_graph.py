@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from .core import ImporterError, Layer, SourceFormat, SourceModel, centre_crop, centred_scale, register
+from .core import ImporterError, Layer, SingleFileFormat, SourceModel, centre_crop, centred_scale, register
 
 # ops that only move or reshape activations, or compute shapes
 PASSTHROUGH = {"Flatten", "Reshape", "Dropout", "Identity", "Squeeze", "Unsqueeze", "Shape", "Gather", "Concat",
@@ -279,17 +279,10 @@ def _run(model, graph: _Graph, images: np.ndarray, size, input_scale, std, input
 
 
 @register
-class ONNXFormat(SourceFormat):
+class ONNXFormat(SingleFileFormat):
     name = "onnx"
+    suffix = ".onnx"
     description = "an ONNX graph (.onnx, or a folder holding one)"
-
-    def detect(self, path: Path) -> Optional[List[Path]]:
-        if path.is_dir():
-            files = sorted(path.glob("*.onnx"))
-            if len(files) > 1:
-                raise ImporterError(f"{path}: holds {len(files)} .onnx files; name the one to import")
-            return files or None
-        return [path] if path.suffix == ".onnx" else None
 
     def read(self, files: List[Path], input_std: Optional[float] = None) -> SourceModel:
         return read_graph(files[0], input_std)

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .core import TORCH_BN_EPS, ImporterError, Layer, SourceFormat, SourceModel, register
+from .core import TORCH_BN_EPS, ImporterError, Layer, SingleFileFormat, SourceModel, register
 
 STRIP_PREFIXES = ("module.", "model.")
 
@@ -137,17 +137,10 @@ def layers_from_state(path: Path, state: Dict[str, np.ndarray]) -> Tuple[List[La
 
 
 @register
-class SafetensorsFormat(SourceFormat):
+class SafetensorsFormat(SingleFileFormat):
     name = "safetensors"
+    suffix = ".safetensors"
     description = "a torch state dict in a .safetensors file (or a folder holding one)"
-
-    def detect(self, path: Path) -> Optional[List[Path]]:
-        if path.is_dir():
-            files = sorted(path.glob("*.safetensors"))
-            if len(files) > 1:
-                raise ImporterError(f"{path}: holds {len(files)} .safetensors files; name the one to import")
-            return files or None
-        return [path] if path.suffix == ".safetensors" else None
 
     def read(self, files: List[Path], input_std: Optional[float] = None) -> SourceModel:
         path = files[0]
