@@ -30,6 +30,7 @@ from zoo.hub import HubError
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 0.25
 REPO = "facescope/ir18"
+HUB_REPO = f"hf-hub:{REPO}"  # how zoo.load names a Hub repo
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def upload_raw(server, repo_id, folder):
 
 def test_pull_round_trips_bit_exactly(published, faces, hub_cache, server):
     model, _, oid = published["v2"]
-    loaded = zoo.load(REPO)
+    loaded = zoo.load(HUB_REPO)
     assert_same_weights(model, loaded)
     assert torch.equal(model.embed(faces), loaded.embed(faces))
     folder = hub.pull(REPO)
@@ -100,8 +101,8 @@ def test_pull_round_trips_bit_exactly(published, faces, hub_cache, server):
 
 def test_revision_pins_older_weights(published, hub_cache):
     older, _, oid = published["v1"]
-    assert_same_weights(older, zoo.load(REPO, revision=oid))
-    assert_same_weights(older, zoo.load(REPO, revision="first"))
+    assert_same_weights(older, zoo.load(HUB_REPO, revision=oid))
+    assert_same_weights(older, zoo.load(HUB_REPO, revision="first"))
     assert oid != published["v2"][2]
 
 
@@ -111,11 +112,11 @@ def test_second_pull_works_offline_from_the_cache(published, hub_cache, server, 
     script = ("import sys, zoo\n"
               "from safetensors.torch import save_file\n"
               "save_file({k: v.contiguous() for k, v in zoo.load(sys.argv[1]).state_dict().items()}, sys.argv[2])\n"
-              "try:\n    zoo.load('facescope/never-pulled')\n"
+              "try:\n    zoo.load('hf-hub:facescope/never-pulled')\n"
               "except zoo.CheckpointError as err:\n    print(err)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache), "HF_ENDPOINT": server.url,
            "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script, REPO, str(tmp_path / "state.safetensors")], env=env,
+    done = subprocess.run([sys.executable, "-c", script, HUB_REPO, str(tmp_path / "state.safetensors")], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     state = load_file(str(tmp_path / "state.safetensors"))
@@ -127,11 +128,15 @@ def test_second_pull_works_offline_from_the_cache(published, hub_cache, server, 
 
 def test_missing_repo_and_revision_say_so(published, hub_cache, server):
     with pytest.raises(HubError, match=f"no model repository facescope/absent on {server.url}"):
-        zoo.load("facescope/absent")
+        zoo.load("hf-hub:facescope/absent")
     with pytest.raises(HubError, match=f"{REPO} on {server.url} has no revision 'no-such-branch'"):
-        zoo.load(REPO, revision="no-such-branch")
-    with pytest.raises(FileNotFoundError, match="not a Hugging Face Hub repo id"):
+        zoo.load(HUB_REPO, revision="no-such-branch")
+    with pytest.raises(FileNotFoundError, match="no model 'no-such-model': not in the local zoo"):
         zoo.load("no-such-model")
+    with pytest.raises(FileNotFoundError, match=f"for the Hugging Face Hub repo write hf-hub:{REPO}"):
+        zoo.load(REPO)  # a repo id is never guessed from a bare name
+    with pytest.raises(ValueError, match="only applies to a Hub repo"):
+        zoo.load("mobilefacenet.y1", revision="main")
 
 
 def test_repo_without_safetensors_weights_is_refused(server, hub_cache, faces, tmp_path):
@@ -141,7 +146,7 @@ def test_repo_without_safetensors_weights_is_refused(server, hub_cache, faces, t
     with pytest.raises(HubError, match=r"facescope/pickled@main .* has no model\.safetensors \(the repo holds: "
                                        r"\.gitattributes, README\.md, config\.json, pytorch_model\.bin\): "
                                        "FaceScope loads safetensors weights only"):
-        zoo.load("facescope/pickled")
+        zoo.load("hf-hub:facescope/pickled")
     assert not list(hub_cache.rglob("*.bin"))
 
 
@@ -153,7 +158,7 @@ def test_wrong_architecture_names_the_repo_and_both_architectures(server, hub_ca
     upload_raw(server, "facescope/mismatched", folder)
     with pytest.raises(zoo.CheckpointError, match=r"facescope/mismatched@main \(commit [0-9a-f]{40}\): .* holds "
                                                   "weights of architecture 'ir18', not 'ir34'"):
-        zoo.load("facescope/mismatched")
+        zoo.load("hf-hub:facescope/mismatched")
 
 
 def test_no_network_and_nothing_cached(hub_cache, monkeypatch):
@@ -163,7 +168,7 @@ def test_no_network_and_nothing_cached(hub_cache, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", closed)
     with pytest.raises(HubError, match=f"cannot reach the Hugging Face Hub at {closed} .* and {REPO}@main is not "
                                        "in the hub cache .*; the local zoo .* has: "):
-        zoo.load(REPO)
+        zoo.load(HUB_REPO)
 
 
 def packed_faces(path: Path) -> Path:
@@ -189,7 +194,7 @@ def test_publish_cli_end_to_end(server, hub_cache, published, faces, tmp_path, m
     assert "POST /api/models/lab/scan-ir18/preupload/main" in server.requests
 
     folded, training = publish_cli.read_run(run_dir)
-    pulled = zoo.load("lab/scan-ir18")
+    pulled = zoo.load("hf-hub:lab/scan-ir18")
     assert pulled.config.method == "scan-folded" and training["folded_from"] == "scan-ir18"
     assert_same_weights(folded, pulled)
     assert torch.equal(folded.embed(faces), pulled.embed(faces))
@@ -219,4 +224,4 @@ def test_publish_cli_end_to_end(server, hub_cache, published, faces, tmp_path, m
     assert publish_cli.main([plain, "--local", "scan-ir18"]) == 2
     assert "refusing to overwrite a different architecture" in capsys.readouterr().err
     assert publish_cli.main([plain, "--repo-id", "lab/scan-ir18", "--force"]) == 0
-    assert_same_weights(published["v1"][0], zoo.load("lab/scan-ir18"))
+    assert_same_weights(published["v1"][0], zoo.load("hf-hub:lab/scan-ir18"))

@@ -26,33 +26,39 @@ def local_models() -> List[str]:
     return sorted(p.name for p in LOCAL_ZOO.iterdir() if (p / "config.json").is_file())
 
 
+HUB_PREFIX = "hf-hub:"
+
+
 def load(name_or_path: Union[str, os.PathLike], revision: Optional[str] = None) -> FaceModel:
-    """Load a trained model: a pretrained peer (`peer:dlib`, `peer:sface`; see zoo.peers), a
-    local zoo name, else a checkpoint folder, else a Hugging Face Hub repo id (ORG/NAME, see
-    zoo.hub). A `revision` (branch, tag, commit) only exists on the hub, so it skips the
-    local look-ups."""
-    if isinstance(name_or_path, str) and name_or_path.startswith("peer:"):
+    """Load a trained model, named without guessing:
+    - `peer:NAME`: a pretrained peer (`peer:dlib`, `peer:sface`; see zoo.peers);
+    - `hf-hub:ORG/NAME`: a Hugging Face Hub repo (see zoo.hub); `revision` pins a branch, tag
+      or commit and only exists there;
+    - otherwise a local zoo name, else a checkpoint folder.
+    """
+    text = str(name_or_path)
+    if text.startswith("peer:"):
         from . import peers  # on demand: dlib and onnxruntime load only when a peer is asked for
 
         try:
-            return peers.make_peer(name_or_path)
+            return peers.make_peer(text)
         except KeyError as unknown:
-            raise FileNotFoundError(f"no model {name_or_path!r}: {unknown.args[0]}") from None
-    if revision is None:
-        candidate = LOCAL_ZOO / str(name_or_path)
-        if (candidate / "config.json").is_file():
-            return load_checkpoint(candidate)
-        path = Path(name_or_path)
-        if path.is_dir():
-            return load_checkpoint(path)
-    from . import hub  # on demand: the local zoo never needs huggingface_hub
+            raise FileNotFoundError(f"no model {text!r}: {unknown.args[0]}") from None
+    if text.startswith(HUB_PREFIX):
+        from . import hub  # on demand: the local zoo never needs huggingface_hub
 
-    if hub.is_repo_id(str(name_or_path)):
-        return hub.load(str(name_or_path), revision=revision)
+        return hub.load(text[len(HUB_PREFIX):], revision=revision)
+    if revision is not None:
+        raise ValueError(f"revision {revision!r} only applies to a Hub repo: write {HUB_PREFIX}{text}")
+    candidate = LOCAL_ZOO / text
+    if (candidate / "config.json").is_file():
+        return load_checkpoint(candidate)
+    if Path(name_or_path).is_dir():
+        return load_checkpoint(Path(name_or_path))
+    hint = f"; for the Hugging Face Hub repo write {HUB_PREFIX}{text}" if text.count("/") == 1 else ""
     raise FileNotFoundError(
-        f"no model {str(name_or_path)!r}: not in the local zoo ({', '.join(local_models()) or 'empty'}), "
-        f"not a pretrained peer (peer:dlib, peer:sface), not a checkpoint folder and not a Hugging Face Hub "
-        f"repo id (ORG/NAME)")
+        f"no model {text!r}: not in the local zoo ({', '.join(local_models()) or 'empty'}) and not a checkpoint "
+        f"folder{hint}; pretrained peers are peer:dlib and peer:sface, Hub repos hf-hub:ORG/NAME")
 
 
 __all__ = ["BACKBONES", "METHODS", "CheckpointError", "Explanation", "FaceModel", "ModelConfig", "build",

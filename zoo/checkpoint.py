@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .data.paths import _swap_in as swap_in, atomic_folder  # noqa: F401  (TODO this session: callers move to atomic_folder)
 from .model import FaceModel, ModelConfig, build
 
 FORMAT_VERSION = 1
@@ -38,35 +37,14 @@ def save(model: FaceModel, folder: PathLike, card: Optional[str] = None,
          extra_config: Optional[Dict[str, Any]] = None) -> Path:
     """Write `model` to `folder` (replaced atomically if it exists)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would make a shared zoo unreadable to others
-    try:
+    with atomic_folder(folder) as staging:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(staging / WEIGHTS_FILE),
                   metadata={"facescope_format": str(FORMAT_VERSION), "architecture": model.name})
         config = {"facescope_format": FORMAT_VERSION, "architecture": model.config.to_dict(), **(extra_config or {})}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         (staging / CARD_FILE).write_text(card if card is not None else default_card(model))
-        for file in staging.iterdir():
-            file.chmod(0o644)
-        swap_in(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
-
-
-def swap_in(staging: Path, folder: Path) -> None:
-    """Replace `folder` by the complete `staging` folder, never leaving a half-written one."""
-    if folder.exists():
-        retired = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        folder.rename(retired)
-        staging.rename(folder)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(folder)
 
 
 def read_config(folder: PathLike) -> Dict[str, Any]:

@@ -208,7 +208,7 @@ JSON, warns above 5% and stops above --max-fallback; --preview draws sample crop
 TAR@FAR columns are always 0.1, 0.01, 0.001: "n/a" where the list has under 1/FAR negatives.""")
     parser.add_argument("--model", required=True,
                         help="comma-separated: local zoo models, pretrained peers (peer:dlib, peer:sface), checkpoint "
-                             "folders, Hub repo ids, or registered architectures (built untrained, e.g. ir18); "
+                             "folders, Hub repos (hf-hub:ORG/NAME), or registered architectures (built untrained, e.g. ir18); "
                              "'zoo' = every local zoo model and every peer")
     parser.add_argument("--protocol", default="lfw-view1",
                         help="comma-separated: lfw-view1, cfp-ff, cfp-fp, lfw-view2 (only for models not "

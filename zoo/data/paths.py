@@ -1,15 +1,19 @@
-"""Where the shared data and the alignment cache live.
+"""Where the shared data and the alignment cache live, and the one way FaceScope writes files.
 
 The data root defaults to `../shared/data` next to the repository so a fresh checkout runs
 offline; `FACESCOPE_DATA` (or a `--data-root` flag passed through `override`) points it
-elsewhere. The cache is gitignored and safe to delete at any time.
+elsewhere. The cache is gitignored and safe to delete at any time. Every file is written by
+`atomic_write` and every folder (checkpoints, published models, training state) by
+`atomic_folder`, so an interrupted run never leaves a half-written one.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional, Union
+from typing import BinaryIO, Callable, Iterator, Optional, Union
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,3 +50,34 @@ def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> N
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+
+
+@contextmanager
+def atomic_folder(folder: Union[str, Path]) -> Iterator[Path]:
+    """Yield an empty staging folder beside `folder`; when the block ends without an exception
+    the staging folder replaces `folder` whole, else it is removed and `folder` is untouched."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would make a shared folder unreadable to others
+    try:
+        yield staging
+        for file in staging.iterdir():
+            if file.is_file():
+                file.chmod(0o644)
+        _swap_in(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Replace `folder` by the complete `staging` folder with two renames."""
+    if folder.exists():
+        retired = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(retired, ignore_errors=True)
+        folder.rename(retired)
+        staging.rename(folder)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(folder)
