@@ -1,9 +1,16 @@
-"""FaceScope model zoo: registered architectures, checkpoints and the local/hub zoo.
+"""FaceScope model zoo: everything that turns a photo into an embedding and a pair list into
+numbers, and nothing that trains.
 
     import zoo
-    model = zoo.build("scan-ir18", width=0.25)   # an untrained registered architecture
-    model = zoo.load("ir18-arcface")            # a trained checkpoint from the local zoo
-    emb = model.embed(images)                   # (N, 512), L2-normalised
+    model = zoo.build("scan-mobilefacenet")       # an untrained registered architecture
+    model = zoo.load("mobilefacenet.y1")          # a local checkpoint; also peer:sface, hf-hub:ORG/NAME
+    emb = model.embed(images)                     # (N, D), L2-normalised
+
+Inside: `backbones/` and `methods/` (registries), `model.py` (the interface), `checkpoint.py`,
+`hub.py`, `importers/`, `peers/`, `data/` (readers, alignment, degradations, protocols),
+`evaluate.py` / `metrics.py` / `report.py` / `make_pairs.py` (evaluation), `checkpoints/` (the
+embedded zoo). May import: torch, numpy, OpenCV, PIL and the other third-party libraries; never
+`train`, `analysis` or `app` (tests/test_layers.py).
 """
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Everything yields HxWx3 uint8 RGB arrays; models' tensor conversion lives in
 `zoo.evaluate.to_tensor` so there is one place that knows the (x-127.5)/128 convention.
+May import: numpy, OpenCV, PIL, dlib, `zoo.registry` and `zoo.backbones` (the template); no
+model code, and never `train`, `analysis` or `app`.
 """
 from .align import (ALIGNERS, DEFAULT_ALIGNER, TEMPLATE_112, AlignedFace, Aligner, Detection, FaceAligner, YuNetAligner,
                     aligner_names, center_crop, make_aligner, similarity_transform, warp_to_template)
