@@ -13,9 +13,13 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 import analysis
 import zoo
 from app.panels import RENDERERS
+
+pytestmark = pytest.mark.fast  # needs no face data: the fast tier (pytest -m fast)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED = ["train", "analysis", "app", "app.py", "zoo"]

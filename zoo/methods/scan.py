@@ -246,7 +246,7 @@ class ScanModel(_ScaleMapMixin, FaceModel):
     method = "scan"
     default_options = {"shortcut": True, "rmo": True, "rmo_lambda": 1.0, "t_init": 1.0, "t_min": 1e-4,
                        "gaussian_norm": "eq2"}
-    record_keys = {"t-density": "scan_t"}  # every layer's t, each epoch: the densities over training
+    record_keys = {"t-density": "scan_t"}
 
     def __init__(self, config: ModelConfig):
         norm = {**self.default_options, **config.options}["gaussian_norm"]
@@ -283,6 +283,7 @@ class ScanModel(_ScaleMapMixin, FaceModel):
         return {key: m.positive_t.detach().clone() for key, m in self.scale_convs().items()}
 
     def epoch_records(self) -> Dict[str, Any]:
+        """Every layer's t (rounded to 6 places): how the densities move over training."""
         return {self.record_keys["t-density"]: {k: [round(v, 6) for v in t.tolist()]
                                                 for k, t in self.learnt_t().items()}}
 
@@ -311,6 +312,7 @@ class ScanModel(_ScaleMapMixin, FaceModel):
         return sorted(set(target) - set(plain) - derived)
 
     def inference_form(self) -> "FoldedScanModel":
+        """The fold: the plain architecture's cost at inference, the same outputs."""
         return self.fold()
 
     def fold(self) -> "FoldedScanModel":
