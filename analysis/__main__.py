@@ -24,9 +24,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from zoo import CheckpointError
 from zoo.data import CropCache, DataError, align_files, read_image_folder
 from zoo.evaluate import ModelNotFoundError, resolve_model
-from zoo import CheckpointError
 
 from . import attention_maps, correlation, embeddings, export, gradcam, scale_map, t_density
 from .common import AnalysisError, methods_showing

@@ -33,10 +33,10 @@ import plotly.graph_objects as go
 import torch
 from plotly.colors import qualitative
 
+from zoo import FaceModel
 from zoo.data import parse_degradation
 from zoo.data.paths import atomic_write, cache_root
 from zoo.evaluate import embed_images
-from zoo import FaceModel
 
 from .common import AnalysisError
 from .images import as_faces, jpeg_data_uri, thumbnail

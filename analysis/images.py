@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
 
-from zoo.evaluate import to_tensor
 from zoo.backbones import INPUT_SIZE
+from zoo.evaluate import to_tensor
 
 FaceLike = Union[np.ndarray, torch.Tensor]
 

@@ -18,8 +18,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from zoo.data import BLUR_LEVELS, gaussian_blur
 from zoo import FaceModel
+from zoo.data import BLUR_LEVELS, gaussian_blur
 
 from .common import AnalysisError, register, require
 from .figures import add_face, add_map, grid

@@ -30,14 +30,14 @@ import plotly.graph_objects as go
 from PIL import Image
 
 import analysis
-import zoo
 from analysis import AnalysisError
+import zoo
+from zoo import CheckpointError, FaceModel, hub
 from zoo.data import DEFAULT_ALIGNER, Aligner, DataError, decode_image, gaussian_blur, load_image, low_resolution, make_aligner
 from zoo.data.align import SIZE, warp_to_template
 from zoo.evaluate import to_tensor
-from zoo import CheckpointError, FaceModel, hub
 from zoo.peers import Peer, make_peer, peer_names
-from zoo.card import PROTOCOL_ORDER
+from zoo.tables import condition_label, is_clean, protocol_rank
 
 from .panels import own_panels
 
@@ -150,12 +150,10 @@ def model_threshold(config: Dict) -> Tuple[float, str, bool]:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
         return float(value), str(metrics.get("threshold_from") or "its config.json"), True
     protocols = metrics.get("protocols") or {}
-    order = lambda p: (PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else len(PROTOCOL_ORDER), p)  # noqa: E731
-    for protocol in sorted(protocols, key=order):
+    for protocol in sorted(protocols, key=lambda p: (protocol_rank(p), p)):
         for condition, values in ((protocols[protocol] or {}).get("conditions") or {}).items():
             found = values.get("threshold")
-            if (_condition_label(protocol, condition, values).endswith(" clean")
-                    and isinstance(found, (int, float)) and np.isfinite(found)):
+            if is_clean(values) and isinstance(found, (int, float)) and np.isfinite(found):
                 return float(found), f"{protocol} {condition} evaluation: mean of the 10-fold accuracy thresholds", True
     return DEFAULT_THRESHOLD, (f"uncalibrated: no evaluated threshold in its config.json; the default cosine "
                                f"{DEFAULT_THRESHOLD:g}"), False
@@ -652,27 +650,15 @@ def _rounded(box) -> Optional[List[float]]:
     return None if box is None else [round(v, 1) for v in box]
 
 
-def _condition_label(protocol: str, name: str, values: Dict) -> str:
-    kind, amount = values.get("kind"), values.get("amount", 0)
-    if kind == "clean" or (kind == "blur" and amount == 0):
-        return f"{protocol} clean"
-    if kind == "blur":
-        return f"{protocol} blur σ{amount:g}"
-    if kind == "lowres":
-        return f"{protocol} {amount:g} px"
-    return f"{protocol} {name}"
-
-
 def _metric_columns(all_metrics: Sequence[Optional[Dict]]) -> List[Tuple[str, str, str]]:
     """(protocol, condition, label) of every accuracy any card reports, protocols in the usual order."""
     seen: Dict[Tuple[str, str], Tuple[Tuple, str]] = {}
     for metrics in all_metrics:
         for protocol, entry in ((metrics or {}).get("protocols") or {}).items():
             for condition, values in (entry.get("conditions") or {}).items():
-                rank = PROTOCOL_ORDER.index(protocol) if protocol in PROTOCOL_ORDER else len(PROTOCOL_ORDER)
-                label = _condition_label(protocol, condition, values)
-                kind_rank = 0 if label.endswith(" clean") else 1 if values.get("kind") == "blur" else 2
-                order = (rank, protocol, kind_rank, values.get("amount", 0))
+                label = f"{protocol} {condition_label(condition, values, short=True)}"
+                kind_rank = 0 if is_clean(values) else 1 if values.get("kind") == "blur" else 2
+                order = (protocol_rank(protocol), protocol, kind_rank, values.get("amount", 0))
                 seen[(protocol, condition)] = (order, label)
     return [(p, c, label) for (p, c), (_, label) in sorted(seen.items(), key=lambda item: item[1][0])]
 

@@ -38,11 +38,12 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 REPO = Path(__file__).resolve().parents[1]
+from bench.common import RESULTS, write_results
 import zoo
-from bench.common import RESULTS, markdown_table, write_results
-from zoo.data.paths import atomic_write
 from zoo.data.align import DEFAULT_ALIGNER, aligner_names
+from zoo.data.paths import atomic_write
 from zoo.peers import is_peer, peer_names
+from zoo.tables import markdown_table
 
 PROTOCOLS = ("lfw-view1", "cfp-ff", "cfp-fp")
 DASH = {0.0: "solid", 2.0: "dash", 4.0: "dot"}

@@ -27,9 +27,10 @@ from typing import Dict, List
 
 import numpy as np
 
-from bench.common import markdown_table, write_results
+from bench.common import write_results
 from zoo.data import ALIGNERS, data_root, load_image, make_aligner
 from zoo.data.align import aligner_names
+from zoo.tables import markdown_table
 
 SETS = ("lfw", "cfp")
 

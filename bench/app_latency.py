@@ -30,7 +30,8 @@ from typing import Iterator, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench.common import markdown_table, write_results
+from bench.common import write_results
+from zoo.tables import markdown_table
 
 EXAMPLES = ROOT / "app" / "examples"
 PHOTOS = (EXAMPLES / "leonardo_dicaprio_1.jpg", EXAMPLES / "leonardo_dicaprio_2.jpg")

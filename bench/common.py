@@ -6,7 +6,7 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict
 
 import torch
 
@@ -26,12 +26,6 @@ def machine() -> Dict[str, str]:
     return {"date": _dt.date.today().isoformat(), "cpu": cpu, "cores": str(os.cpu_count()),
             "torch_threads": str(torch.get_num_threads()), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
-
-
-def markdown_table(headers: Sequence[str], rows: List[Sequence]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def write_results(name: str, payload: Dict, table: str) -> Path:

@@ -17,9 +17,10 @@ import sys
 import tempfile
 import time
 
-from bench.common import markdown_table, write_results
+from bench.common import write_results
 from zoo import evaluate
 from zoo.data import TEST_PROTOCOLS
+from zoo.tables import markdown_table
 
 
 def cpu_seconds() -> float:

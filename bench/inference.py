@@ -15,8 +15,9 @@ import time
 
 import torch
 
+from bench.common import write_results
 import zoo
-from bench.common import markdown_table, write_results
+from zoo.tables import markdown_table
 
 
 def ms_per_image(model: torch.nn.Module, batch: int, repeats: int) -> float:

@@ -25,8 +25,9 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from bench.app_latency import app_server
-from bench.common import markdown_table, write_results
+from bench.common import write_results
 from zoo.data import load_protocol
+from zoo.tables import markdown_table
 
 MAX_ERRORS_KEPT = 20
 

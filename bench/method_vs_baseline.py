@@ -22,8 +22,9 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-from bench.common import markdown_table, write_results
+from bench.common import write_results
 from train.publish import merged_evaluation
+from zoo.tables import markdown_table
 
 BASELINE = "mobilefacenet.fss-ft"
 BLUR_BASELINE = "mobilefacenet.fss-ft-blur"

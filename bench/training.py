@@ -30,10 +30,10 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import markdown_table, write_results  # noqa: E402
-from train.config import load_recipe  # noqa: E402
-from train.engine import PackedFaces, Trainer  # noqa: E402
+from bench.common import write_results
+from train.config import load_recipe
+from train.engine import PackedFaces, Trainer
+from zoo.tables import markdown_table
 
 TRAIN_SET = Path(__file__).resolve().parents[1] / "cache" / "packed" / "facescope-small-train.npz"
 GDC = "model.head='gdc'"

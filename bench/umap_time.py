@@ -20,10 +20,11 @@ import time
 import numpy as np
 import torch
 
-import zoo
 from analysis import EmbeddingCache, embed_faces, embedding_umap
-from bench.common import markdown_table, write_results
+from bench.common import write_results
+import zoo
 from zoo.data import CropCache, align_files, data_root
+from zoo.tables import markdown_table
 
 REFERENCE = "mobilefacenet.y1"  # the embedded zoo's reference: there for good
 

@@ -33,9 +33,10 @@ from typing import Dict, List, Sequence
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+from bench.common import write_results
 import zoo
-from bench.common import markdown_table, write_results
 from zoo.peers import peer_names
+from zoo.tables import markdown_table
 
 ZOO_BACKBONE = "mobilefacenet"  # the embedded zoo: mobilefacenet.y1 and the models fine-tuned from it
 ZOO_SIZE = {"width": 1.0, "embedding_dim": 128}  # MobileFaceNet's own head is GDC

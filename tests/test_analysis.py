@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import analysis as A
-import zoo
 from analysis import export
 from analysis.__main__ import main as cli
+import zoo
 from faces import DATA_ROOT, LFW_IMAGES, lfw_faces
 from PIL import Image
 

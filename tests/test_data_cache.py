@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from zoo.data import AlignedFace, CropCache, align_files
 from train.prepare import main as prepare_main
+from zoo.data import AlignedFace, CropCache, align_files
 
 
 @pytest.fixture()

@@ -10,8 +10,8 @@ import zoo
 from faces import lfw_identities
 from train import validate
 from train.config import ConfigError, load_recipe
-from zoo.data.degrade import gaussian_blur
 from train.engine import PackedFaces, Trainer, blur_some, to_model_input
+from zoo.data.degrade import gaussian_blur
 
 REFERENCE = "mobilefacenet.y1"  # the imported InsightFace model: stays in the embedded zoo
 SHORT = ["run.max_steps=3", "run.log_every=1", "optim.batch_size=16", "run.checkpoint_every=1000"]

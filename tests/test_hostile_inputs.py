@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-import zoo
 from analysis.__main__ import main as analysis_main
+import zoo
 from zoo.data import CropCache
 from zoo.evaluate import embed_images, main as evaluate_main
 

@@ -23,8 +23,8 @@ import zoo
 from faces import lfw_faces, lfw_paths
 from hub_server import LocalHub
 from train import publish as publish_cli
-from zoo import evaluate
 from zoo import card, hub
+from zoo import evaluate
 from zoo.hub import HubError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import analysis
-import zoo
 from app.panels import RENDERERS
+import zoo
 
 pytestmark = pytest.mark.fast  # needs no face data: the fast tier (pytest -m fast)
 

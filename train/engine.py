@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,14 +24,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-import zoo
-from zoo.checkpoint import swap_in
-from zoo.data.degrade import gaussian_blur
-from zoo.data.paths import cache_root
 from train.config import method_settings
 from train.losses import build_loss
 from train.recorders import EpochRecorders
 from train.steps import training_step
+import zoo
+from zoo.data.degrade import gaussian_blur
+from zoo.data.paths import atomic_folder
+from zoo.data.paths import cache_root
 
 STATE_DIR = "state"
 
@@ -181,9 +179,7 @@ class Trainer:
     def save_state(self) -> None:
         if self.rank != 0:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".state.", dir=self.run_dir))
-        try:
+        with atomic_folder(self.run_dir / STATE_DIR) as staging:
             save_file(_cpu(self.model.state_dict()), str(staging / "model.safetensors"))
             save_file(_cpu(self.head.state_dict()), str(staging / "head.safetensors"))
             save_file(_momentum(self.optimizer), str(staging / "optimizer.safetensors"))
@@ -196,15 +192,11 @@ class Trainer:
                  "data": {"path": str(self.data.path), "images": len(self.data),
                           "identities": self.data.num_classes},
                  "config": self.config}, indent=2))
-            swap_in(staging, self.run_dir / STATE_DIR)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
     def load_state(self) -> bool:
         """Resume from run_dir/state if present; returns whether it did."""
         folder = self.run_dir / STATE_DIR
-        retired = self.run_dir / f".{STATE_DIR}.old"  # a kill between swap_in's two renames leaves only this
+        retired = self.run_dir / f".{STATE_DIR}.old"  # a kill between atomic_folder's two renames leaves only this
         if not (folder / "state.json").is_file() and (retired / "state.json").is_file():
             folder = retired
         if not (folder / "state.json").is_file():

@@ -28,8 +28,8 @@ from zoo.data.align import DEFAULT_ALIGNER, aligner_names
 from zoo.data.cache import AlignedImages, CropCache, align_files
 from zoo.data.errors import DataError
 from zoo.data.folder import ImageList, read_image_folder
-from zoo.data.protocols import PROTOCOLS, facescope_small_train, load_protocol
 from zoo.data.paths import atomic_write, data_root
+from zoo.data.protocols import PROTOCOLS, facescope_small_train, load_protocol
 
 TRAIN_SETS = ("facescope-small-train",)
 

@@ -29,10 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import zoo
 from train.engine import STATE_DIR
+import zoo
 from zoo import card, hub
-from zoo.checkpoint import CONFIG_FILE, CheckpointError, load_weights, swap_in
+from zoo.checkpoint import CONFIG_FILE, CheckpointError, load_weights
+from zoo.data.paths import atomic_folder
 
 
 
@@ -153,16 +154,10 @@ def write_local(model: zoo.FaceModel, source: Optional[Path], name: str, force: 
                               "another --local name or pass --force")
     if source is None:
         return zoo.save(model, target, card=text, extra_config=extra)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         for file in hub.HUB_FILES:
             if (source / file).is_file():
                 shutil.copy2(source / file, staging / file)
-        swap_in(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

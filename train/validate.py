@@ -20,11 +20,12 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
-from zoo import metrics
 from train.config import ConfigError, load_recipe
-from zoo.data.degrade import parse_degradation
 from train.engine import PackedFaces, Trainer
+from zoo import metrics
+from zoo.data.degrade import parse_degradation
 from zoo.evaluate import embed_images
+from zoo.tables import markdown_table
 
 RESULT_FILE = "validation.json"
 
@@ -86,11 +87,10 @@ def compare(folders: List[Path]) -> str:
         result = json.loads(path.read_text())
         conditions = conditions or list(result["held_out"])
         rows.append((folder.name, result["overrides"], result["held_out"]))
-    header = "| run | overrides | " + " | ".join(conditions) + " |\n|---|---|" + "---|" * len(conditions) + "\n"
-    return header + "".join(
-        f"| {name} | {' '.join(overrides) or '-'} | "
-        + " | ".join(f"{held[c]['accuracy'] * 100:.2f} +- {held[c]['accuracy_std'] * 100:.2f}" for c in conditions)
-        + " |\n" for name, overrides, held in rows)
+    return markdown_table(["run", "overrides"] + conditions, [
+        [name, " ".join(overrides) or "-"]
+        + [f"{held[c]['accuracy'] * 100:.2f} +- {held[c]['accuracy_std'] * 100:.2f}" for c in conditions]
+        for name, overrides, held in rows])
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -6,6 +6,7 @@ import argparse
 import textwrap
 
 import zoo
+from zoo.tables import markdown_table
 
 PROTOCOL_COLUMNS = (("lfw-view1", ("blur0", "blur2", "blur4")), ("cfp-ff", ("blur0", "blur4")),
                     ("cfp-fp", ("blur0", "blur4")))
@@ -27,8 +28,7 @@ def local_table() -> str:
         model = zoo.load_checkpoint(folder)
         size = (folder / "model.safetensors").stat().st_size / 2**20
         rows.append([name, config["architecture"]["name"], f"{model.parameter_count():,}", f"{size:.1f}", *cells])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return markdown_table(header, rows).rstrip("\n")
 
 
 def add_import_parser(sub) -> None:

@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional
 from huggingface_hub import ModelCardData
 
 from .model import FaceModel
+from .tables import condition_label, is_clean, markdown_table, protocol_rank
 
-PROTOCOL_ORDER = ("lfw-view1", "cfp-ff", "cfp-fp", "lfw-view2")
 FACESCOPE_SMALL = "facescope-small"
 
 FACESCOPE_SMALL_DATA = (
@@ -79,10 +79,9 @@ def _threshold(protocols: Dict[str, Any]):
     Those are the thresholds that maximise accuracy on clean faces, which is what the app's
     same/different verdict needs; LFW View 1 comes first, then CFP.
     """
-    ordered = sorted(protocols, key=lambda p: PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else len(PROTOCOL_ORDER))
-    for protocol in ordered:
+    for protocol in sorted(protocols, key=protocol_rank):
         for condition, values in protocols[protocol]["conditions"].items():
-            if _is_clean(values):
+            if is_clean(values):
                 return values["threshold"], f"{protocol} {condition}: mean of the 10-fold accuracy thresholds"
     return None
 
@@ -227,11 +226,10 @@ def _metrics_section(metrics: Optional[Dict[str, Any]], init: Optional[Dict[str,
     rows: List[List[str]] = []
     for protocol, entry in metrics["protocols"].items():
         for condition, c in entry["conditions"].items():
-            rows.append([protocol, _condition_label(condition, c), f"{c['pairs']:,}",
+            rows.append([protocol, condition_label(condition, c), f"{c['pairs']:,}",
                          f"{c['accuracy']:.4f} ± {c['accuracy_std']:.4f}", f"{c['auc']:.4f}"]
                         + [f"{c['tar_at_far'][f]:.4f}" if f in c["tar_at_far"] else "-" for f in fars])
-    table = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
-    table += "".join("| " + " | ".join(row) + " |\n" for row in rows)
+    table = markdown_table(header, rows)
     notes = []
     if init:
         notes.append(f"**Not identity-disjoint:** these weights start from `{Path(str(init['from'])).name}`, "
@@ -249,20 +247,6 @@ def _metrics_section(metrics: Optional[Dict[str, Any]], init: Optional[Dict[str,
         notes.append(f"Verification threshold: **{metrics['threshold']:.4f}** (cosine; same person when the "
                      f"score is at or above it), from {metrics['threshold_from']}.")
     return "## Evaluation\n\n" + table + "\n" + "\n\n".join(notes) + "\n"
-
-
-def _condition_label(name: str, values: Dict[str, Any]) -> str:
-    if _is_clean(values):
-        return "clean"
-    if values["kind"] == "blur":
-        return f"Gaussian blur σ={values['amount']:g} px"
-    if values["kind"] == "lowres":
-        return f"low resolution {values['amount']:g} px"
-    return name
-
-
-def _is_clean(values: Dict[str, Any]) -> bool:
-    return values["kind"] == "clean" or (values["kind"] == "blur" and values["amount"] == 0)
 
 
 def _is_facescope_small(training: Dict[str, Any]) -> bool:

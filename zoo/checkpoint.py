@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Union
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .data.paths import _swap_in as swap_in, atomic_folder  # noqa: F401  (TODO this session: callers move to atomic_folder)
+from .data.paths import atomic_folder
 from .model import FaceModel, ModelConfig, build
 
 FORMAT_VERSION = 1

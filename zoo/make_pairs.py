@@ -69,7 +69,7 @@ def _sample(rng, total: int, folds: int, candidates, kind: str, root: Path) -> L
 
 def write_pairs(pairs: Sequence[Pair], out: Path) -> None:
     base = out.resolve().parent
-    lines = [f"# made by python -m zoo.make_pairs: PATH1 PATH2 SAME FOLD (identity-disjoint folds)"]
+    lines = ["# made by python -m zoo.make_pairs: PATH1 PATH2 SAME FOLD (identity-disjoint folds)"]
     for a, b, same, fold in pairs:
         names = [Path(os.path.relpath(Path(p).resolve(), base)).as_posix() for p in (a, b)]
         if any(any(c.isspace() for c in n) for n in names):

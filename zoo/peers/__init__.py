@@ -24,6 +24,7 @@ from torch import nn
 
 from ..backbones import INPUT_SIZE as SIZE
 from ..registry import Registry
+from ..tables import condition_label, markdown_table, protocol_rank
 
 PREFIX = "peer:"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -115,12 +116,12 @@ class Peer(nn.Module):
                  "likely holds people of both", ""]
         results = self.results
         if results:
-            lines += ["## Measured here", "", "| protocol | condition | accuracy |", "|---|---|---|"]
-            for protocol, values in results.get("protocols", {}).items():
-                for condition, metrics in values.get("conditions", {}).items():
-                    lines.append(f"| {protocol} | {condition} | {100 * metrics['accuracy']:.2f} "
-                                 f"± {100 * metrics['accuracy_std']:.2f} |")
-            lines += ["", f"Aligner: {results.get('aligner', '?')}. Reproduce: `python -m zoo.evaluate --model "
+            rows = [[protocol, condition_label(condition, metrics["degradation"]),
+                     f"{100 * metrics['accuracy']:.2f} ± {100 * metrics['accuracy_std']:.2f}"]
+                    for protocol, values in sorted(results.get("protocols", {}).items(), key=lambda i: protocol_rank(i[0]))
+                    for condition, metrics in values.get("conditions", {}).items()]
+            lines += ["## Measured here", "", markdown_table(["protocol", "condition", "accuracy (%)"], rows),
+                      f"Aligner: {results.get('aligner', '?')}. Reproduce: `python -m zoo.evaluate --model "
                           f"{self.name} --out zoo/peers/results/{self.key}.json`."]
         else:
             lines.append(f"Not evaluated yet: `python -m zoo.evaluate --model {self.name} "
