@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from . import card as _card
-from .core import FORMATS, ImporterError, Layer, SourceFormat, SourceModel, convert, sha256, verify
+from .convert import convert, verify
+from .core import FORMATS, ImporterError, Layer, SourceFormat, SourceModel, sha256
 
 PathLike = Union[str, os.PathLike]
 UNKNOWN_LICENCE = "unknown: check the source's licence"

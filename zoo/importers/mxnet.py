@@ -360,11 +360,6 @@ def _version(symbol: Dict[str, Any]) -> Optional[str]:
     return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
 
 
-def _prefix(path: Path) -> Optional[str]:
-    match = PARAMS_NAME.match(path.name)
-    return match.group("prefix") if match else None
-
-
 @register
 class MXNetFormat(SourceFormat):
     name = "mxnet"
@@ -388,7 +383,8 @@ class MXNetFormat(SourceFormat):
             path = params[0]
         if path.suffix != ".params":
             return None
-        prefix = _prefix(path) or path.stem.rsplit("-", 1)[0]
+        match = PARAMS_NAME.match(path.name)
+        prefix = match.group("prefix") if match else path.stem.rsplit("-", 1)[0]
         symbol = path.with_name(f"{prefix}-symbol.json")
         if not path.is_file():
             raise ImporterError(f"{path}: no such file")
