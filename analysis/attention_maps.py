@@ -25,7 +25,7 @@ from zoo.backbones import INPUT_SIZE
 
 from .common import ASKED_AS, AnalysisError, declared, register, require
 from .figures import add_face, add_map, grid
-from .images import FaceLike, as_face, model_input, resize_map
+from .images import FaceLike, as_face, resize_map
 
 
 @dataclass
@@ -113,7 +113,7 @@ def residual_attention(model: FaceModel, face: FaceLike, query: Query = None) ->
     require(model, "residual-attention", "self residual attention")
     face = as_face(face)
     query = (INPUT_SIZE / 2, INPUT_SIZE / 2) if query is None else (float(query[0]), float(query[1]))
-    explanation = model.explain(model_input(face[None]), query=query)
+    explanation = model.explain(model.preprocess(face[None]), query=query)
     maps = {k: v[0].cpu().numpy().astype(np.float64) for k, v in explanation.maps.items()}
     blocks = sorted(int(k.split("/")[1].removeprefix("block")) for k in maps if k.endswith("/before"))
     before = [maps[f"channel_mean/block{i}/before"] for i in blocks]
@@ -132,7 +132,7 @@ def pyramid_masks(model: FaceModel, face: FaceLike) -> PyramidMasks:
     """Every pyramid attention mask for `face`, at the tapped layers' 7x7 and on the face."""
     require(model, "pyramid-masks", "pyramid attention masks")
     face = as_face(face)
-    explanation = model.explain(model_input(face[None]))
+    explanation = model.explain(model.preprocess(face[None]))
     if not explanation.maps:
         raise AnalysisError(f"{model.name} has no local branch (heads={model.options['heads']!r}), so no masks; "
                             f"Grad-CAM shows where its global embedding looks")
@@ -149,7 +149,7 @@ def patch_policy(model: FaceModel, face: FaceLike) -> PatchPolicy:
     """The patch policy's keep/drop decision and probabilities for `face`."""
     require(model, "patch-policy", "patch policy")
     face = as_face(face)
-    explanation = model.explain(model_input(face[None]))
+    explanation = model.explain(model.preprocess(face[None]))
     mask = explanation.maps["mask"][0].cpu().numpy().astype(np.float64)
     values = {k: v.cpu().numpy() for k, v in explanation.values.items()}
     masked = np.round(face.astype(np.float64) * mask[..., None]).astype(np.uint8)

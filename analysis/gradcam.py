@@ -23,7 +23,7 @@ from zoo import FaceModel
 
 from .common import AnalysisError
 from .figures import add_face, add_map, grid, wrap
-from .images import FaceLike, as_face, as_faces, model_input
+from .images import FaceLike, as_face, as_faces
 
 
 class SimilarityTarget:
@@ -87,7 +87,7 @@ def gradcam_similarity(model: FaceModel, faces: FaceLike, reference: Union[FaceL
     embedding = reference_embedding(model, reference)
     if embedding is None:
         reference_face = as_face(reference)
-        embedding = model.embed(model_input(reference_face[None]))[0]
+        embedding = model.embed(model.preprocess(reference_face[None]))[0]
     target = SimilarityTarget(embedding)
     layer = target_layer(model)
     layer_name = next(name for name, module in model.named_modules() if module is layer)
@@ -96,13 +96,13 @@ def gradcam_similarity(model: FaceModel, faces: FaceLike, reference: Union[FaceL
     try:
         with GradCAM(model=model, target_layers=[layer]) as cam:
             for start in range(0, len(faces), batch_size):
-                batch = model_input(faces[start:start + batch_size])
+                batch = model.preprocess(faces[start:start + batch_size])
                 cams.append(cam(input_tensor=batch, targets=[target] * len(batch)))
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     with torch.no_grad():
-        similarity = (model.embed(model_input(faces)) @ target.reference).numpy().astype(np.float64)
+        similarity = (model.embed(model.preprocess(faces)) @ target.reference).numpy().astype(np.float64)
     return GradCamMaps(model.name, layer_name, faces, np.concatenate(cams).astype(np.float64), similarity,
                        reference_face)
 

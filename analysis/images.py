@@ -20,7 +20,7 @@ from PIL import Image
 from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
 
 from zoo.backbones import INPUT_SIZE
-from zoo.evaluate import to_tensor
+from zoo.backbones import from_input
 
 FaceLike = Union[np.ndarray, torch.Tensor]
 
@@ -34,8 +34,7 @@ def as_faces(faces: Union[FaceLike, Sequence[np.ndarray]]) -> np.ndarray:
         if tensor.dim() != 4 or tensor.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE) or not tensor.is_floating_point():
             raise ValueError(f"expected a float (N, 3, {INPUT_SIZE}, {INPUT_SIZE}) tensor in [-1, 1], "
                              f"got {tuple(tensor.shape)} {tensor.dtype}")
-        pixels = (tensor.permute(0, 2, 3, 1) * 128.0 + 127.5).round().clamp(0, 255)
-        return pixels.to(torch.uint8).numpy()
+        return from_input(tensor)
     array = np.asarray(faces) if not isinstance(faces, (list, tuple)) else np.stack([np.asarray(f) for f in faces])
     if array.ndim == 3:
         array = array[None]
@@ -51,11 +50,6 @@ def as_face(face: FaceLike) -> np.ndarray:
     if len(faces) != 1:
         raise ValueError(f"expected one face, got a batch of {len(faces)}")
     return faces[0]
-
-
-def model_input(faces: np.ndarray) -> torch.Tensor:
-    """uint8 faces -> the zoo's (N,3,112,112) float input."""
-    return to_tensor(faces)
 
 
 def resize_map(values: Union[np.ndarray, torch.Tensor], size: int = INPUT_SIZE,

@@ -23,7 +23,7 @@ from zoo.data import BLUR_LEVELS, gaussian_blur
 
 from .common import AnalysisError, register, require
 from .figures import add_face, add_map, grid
-from .images import FaceLike, as_face, model_input, resize_map
+from .images import FaceLike, as_face, resize_map
 
 PREFIX = "scale_map/"
 # Default layer: the deepest whose map still has this many cells per side.
@@ -65,7 +65,7 @@ def scale_maps(model: FaceModel, face: FaceLike, layer: Optional[str] = None,
         raise AnalysisError("no blur levels given")
     face = as_face(face)
     faces = np.stack([gaussian_blur(face, float(s)) for s in sigmas])
-    explanation = model.explain(model_input(faces))
+    explanation = model.explain(model.preprocess(faces))
     if layer is None:
         sides = {k: min(explanation.maps[PREFIX + k].shape[-2:]) for k in layers}
         layer = ([k for k in layers if sides[k] >= DEFAULT_MIN_SIDE] or layers[:1])[-1]

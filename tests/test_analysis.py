@@ -269,7 +269,7 @@ def test_gradcam_of_similarity_for_any_model(method, zoo_model, faces, renders):
     data = A.gradcam_similarity(model, faces[1:], faces[0])
     assert data.cams.shape == (2, 112, 112) and (data.cams >= 0).all() and (data.cams <= 1 + 1e-6).all()
     assert data.target_layer == f"backbone.blocks.{len(model.backbone.blocks) - 1}"
-    embeddings = model.embed(A.images.model_input(A.as_faces(faces)))
+    embeddings = model.embed(model.preprocess(A.as_faces(faces)))
     assert np.allclose(data.similarity, (embeddings[1:] @ embeddings[0]).numpy(), atol=1e-5)
     assert not model.training and all(p.grad is None for p in model.parameters())
     if method == "plain":
@@ -282,7 +282,7 @@ def test_gradcam_takes_a_reference_embedding_of_the_models_size(zoo_model, faces
     and gives the same maps as the face it was computed from; another size is refused."""
     model = zoo_model("plain")
     assert model.config.embedding_dim == 128
-    reference = model.embed(A.images.model_input(A.as_faces(faces[:1])))[0]
+    reference = model.embed(model.preprocess(A.as_faces(faces[:1])))[0]
     assert reference.shape == (128,)
     from_face = A.gradcam_similarity(model, faces[1:], faces[0])
     from_embedding = A.gradcam_similarity(model, faces[1:], reference if as_tensor else reference.numpy())
@@ -337,7 +337,7 @@ def test_hard_samples_of_a_model_on_labelled_real_faces(zoo_model, tmp_path, ren
     model = zoo_model("plain")
     faces, labels, names, _ = lfw_labelled(identities=8, per_identity=4)
     data = A.model_hard_samples(model, faces, labels, names, cache=A.EmbeddingCache(tmp_path / "emb"))
-    embeddings = model.embed(A.images.model_input(faces)).numpy().astype(np.float64)
+    embeddings = model.embed(model.preprocess(faces)).numpy().astype(np.float64)
     centres = np.stack([embeddings[labels == c].mean(0) for c in range(len(names))])
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     assert np.allclose(data.d_own, 1 - (embeddings * centres[labels]).sum(1), atol=1e-5)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from faces import lfw_identities
 from train.config import ConfigError, load_recipe
-from train.engine import PackedFaces, Trainer, to_model_input
+from train.engine import PackedFaces, Trainer
 from train.steps import NonFiniteLoss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def dataset_loss(trainer):
     """
     torch.manual_seed(123)
     with torch.no_grad():
-        x = to_model_input(trainer.data.images, torch.zeros(len(trainer.data), dtype=torch.bool))
+        x = trainer.model.preprocess(trainer.data.images)
         loss, _ = trainer.head.loss(trainer.model(x), trainer.data.labels)
     return loss.item()
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import zoo
-from zoo.evaluate import ModelNotFoundError, embed_images, main, resolve_model, to_tensor
+from zoo.backbones import to_input
+from zoo.evaluate import ModelNotFoundError, embed_images, main, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_model_resolution():
 def test_tensor_convention_and_flip_test(tiny_model):
     crops = np.zeros((2, 112, 112, 3), np.uint8)
     crops[:, :, :56] = 255
-    tensor = to_tensor(crops)
+    tensor = to_input(crops)
     assert tensor.shape == (2, 3, 112, 112) and tensor.dtype == torch.float32
     assert tensor[0, 0, 0, 0] == pytest.approx((255 - 127.5) / 128) and tensor[0, 0, 0, 111] == pytest.approx(-127.5 / 128)
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import zoo
 from faces import lfw_identities
 from train import validate
 from train.config import ConfigError, load_recipe
-from train.engine import PackedFaces, Trainer, blur_some, to_model_input
+from train.engine import PackedFaces, Trainer, blur_some
 from zoo.data.degrade import gaussian_blur
 
 REFERENCE = "mobilefacenet.y1"  # the imported InsightFace model: stays in the embedded zoo
@@ -51,7 +51,7 @@ def test_finetune_starts_at_the_checkpoint(packed, tmp_path):
     assert model.config.embedding_dim == 128 and model.config.bn_eps == reference.config.bn_eps
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
-    faces = to_model_input(trainer.data.images, torch.zeros(0, dtype=torch.bool))
+    faces = model.preprocess(trainer.data.images)
     nearest = trainer.head.cosine(model.embed(faces)).argmax(1)
     assert (nearest == trainer.data.labels).float().mean() > 0.9  # centres of real identities
     scales = {g["lr_scale"] for g in trainer.optimizer.param_groups}

@@ -14,8 +14,9 @@ import zoo
 from faces import lfw_faces, lfw_paths
 from zoo.data import Degradation, load_image, load_protocol
 from zoo.data.align import model_files
-from zoo.evaluate import evaluate_protocol, to_tensor
-from zoo.peers import PEERS, make_peer, peer_names, to_uint8
+from zoo.backbones import from_input, to_input
+from zoo.evaluate import evaluate_protocol
+from zoo.peers import PEERS, make_peer, peer_names
 from zoo.peers.dlib import CHIP_PADDING, CHIP_POINTS, CHIP_SIZE, DlibPeer, measure_chip_points
 from zoo.peers.sface import SFacePeer, sface_graph, sface_model_file
 
@@ -41,7 +42,7 @@ def test_embeddings_are_unit_128d_and_bad_input_is_refused(peer):
 @pytest.mark.fast
 def test_uint8_round_trip_is_exact():
     crops = np.random.default_rng(0).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
-    assert np.array_equal(to_uint8(to_tensor(crops)), crops)
+    assert np.array_equal(from_input(to_input(crops)), crops)
 
 
 def test_fixed_warp_reproduces_dlibs_own_chips(peer, face_aligner):
@@ -54,7 +55,7 @@ def test_fixed_warp_reproduces_dlibs_own_chips(peer, face_aligner):
     assert len(measured) == 6
     assert np.abs(measured.mean(0) - CHIP_POINTS).max() < 4.0  # pixels of the 150 px chip
 
-    ours = peer.embed(to_tensor(np.stack([face_aligner.align(i).image for i in images]))).numpy()
+    ours = peer.embed(to_input(np.stack([face_aligner.align(i).image for i in images]))).numpy()
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(model_files()["landmarks68"]))
     native = []

@@ -73,12 +73,11 @@ class PackedFaces:
         return len(self.images)
 
 
-def to_model_input(batch: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1], mirrored where `flip` (p = 0.5 augmentation)."""
-    x = batch.permute(0, 3, 1, 2).float().sub_(127.5).div_(128.0)
+def flip_some(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """(N,C,H,W) images mirrored where `flip` (the p = 0.5 augmentation)."""
     if not flip.any():
-        return x
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+        return images
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
 class Trainer:
@@ -170,7 +169,7 @@ class Trainer:
         augment = self.config["augment"]
         flip = torch.rand(len(index)) < (0.5 if augment["flip"] else 0.0)
         faces = blur_some(self.data.images[index], float(augment["blur_fraction"]), augment["blur_sigma"])
-        images = to_model_input(faces, flip).to(self.device)
+        images = flip_some(self.model.preprocess(faces), flip).to(self.device)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, self.data.labels[index].to(self.device)
@@ -297,7 +296,7 @@ def start_at_class_centres(head: nn.Module, model: zoo.FaceModel, data: "PackedF
         return
     sums = torch.zeros(data.num_classes, model.config.embedding_dim)
     for start in tqdm(range(0, len(data), 256), desc="class centres", unit="batch", leave=False):
-        faces = to_model_input(data.images[start:start + 256], torch.zeros(0, dtype=torch.bool))
+        faces = model.preprocess(data.images[start:start + 256])
         sums.index_add_(0, data.labels[start:start + 256], model.embed(faces.to(device)).cpu())
     centres = torch.nn.functional.normalize(sums, dim=1)
     head.weight.copy_(centres.to(head.weight.device))

@@ -137,7 +137,8 @@ def _model_section(model: FaceModel, name: str, training: Optional[Dict[str, Any
     lines = ["## Model\n",
              f"FaceScope model `{model.name}`: method `{config.method}`, backbone `{config.backbone}`, width "
              f"{config.width}, head `{config.head or 'backbone default'}`, {model.parameter_count():,} parameters. "
-             "Input: aligned 112x112 RGB faces scaled by (x - 127.5) / 128"
+             f"Input: aligned 112x112 {config.channel_order} faces scaled by (x - {config.input_mean:g}) / "
+             f"{config.input_std:g}, `model.preprocess(crops)`"
              + ("" if tuple(config.input_size) == (112, 112) else
                 f" (the network sees their centre {config.input_size[0]}x{config.input_size[1]} crop)")
              + f"; output: a {config.embedding_dim}-d embedding, two faces compared by cosine similarity.\n"]

@@ -27,6 +27,9 @@ from tqdm import tqdm
 from . import metrics, report
 from .data import CropCache, DataError, Degradation, PairList, align_files, load_protocol, parse_degradation
 from .data.align import DEFAULT_ALIGNER, aligner_names
+from .backbones import to_input
+
+to_tensor = to_input  # TEMPORARY (this session): the app moves to model.preprocess
 from .data.paths import atomic_write, data_root
 
 DEFAULT_BATCH = 64
@@ -57,19 +60,15 @@ def resolve_model(spec: str, build_options: Optional[Dict[str, object]] = None) 
             raise ModelNotFoundError(f"{not_found}; {unknown.args[0]}") from None
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(N,112,112,3) uint8 RGB -> (N,3,112,112) float32 in [-1,1], the zoo's input convention."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    return (tensor - 127.5) / 128.0
-
-
 def embed_images(model, images: np.ndarray, batch_size: int = DEFAULT_BATCH, flip: bool = False,
                  device: str = "cpu", progress: bool = False, desc: str = "embed") -> np.ndarray:
-    """(N,512) float32 L2-normalised embeddings; flip-test adds the mirrored crop's embedding
+    """(N,D) float32 L2-normalised embeddings of (N,112,112,3) uint8 crops, scaled by the model's
+    own `preprocess` (its config's convention); flip-test adds the mirrored crop's embedding
     before normalising (normalise(e(x) + e(flip(x))))."""
     out = []
+    preprocess = getattr(model, "preprocess", to_input)
     for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-        batch = to_tensor(images[start:start + batch_size]).to(device)
+        batch = preprocess(images[start:start + batch_size]).to(device)
         embedding = model.embed(batch)
         if flip:
             embedding = embedding + model.embed(torch.flip(batch, dims=[3]))

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BACKBONES, EMBEDDING_DIM, INPUT_SIZE, Backbone, Conv3x3Factory, plain_conv3x3
+from .backbones import (BACKBONES, CHANNEL_ORDERS, EMBEDDING_DIM, INPUT_MEAN, INPUT_SIZE, INPUT_STD, Backbone,
+                        Conv3x3Factory, plain_conv3x3, to_input)
 from .registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -37,9 +38,15 @@ class ModelConfig:
     # BatchNorm epsilons that differ from torch's 1e-5 (imported weights keep their source's):
     # "*" sets every BN layer, a module path sets one ("backbone.head.1.bn").
     bn_eps: Dict[str, float] = field(default_factory=dict)
+    # How aligned uint8 crops are scaled into the network (`preprocess`, `to_input`).
+    input_mean: float = INPUT_MEAN
+    input_std: float = INPUT_STD
+    channel_order: str = "RGB"
 
     def __post_init__(self):
         self.input_size = tuple(int(v) for v in self.input_size)
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
 
     @property
     def name(self) -> str:
@@ -125,6 +132,11 @@ class FaceModel(nn.Module):
         return self.backbone(images)
 
     @torch.no_grad()
+    def preprocess(self, crops) -> torch.Tensor:
+        """Aligned (N,112,112,3) uint8 RGB crops -> this model's input (its config's scaling)."""
+        config = self.config
+        return to_input(crops, config.input_mean, config.input_std, config.channel_order)
+
     def embed(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """L2-normalised embeddings in eval mode, batched so large sets fit in memory."""
         check_images(images, self.name)

@@ -6,13 +6,36 @@ A backbone is `stem -> blocks (flat list) -> head`. Methods that act between blo
 """
 from __future__ import annotations
 
-from typing import List, Protocol, Sequence, Tuple
+from typing import List, Protocol, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 INPUT_SIZE = 112
 EMBEDDING_DIM = 512
+# How aligned uint8 crops become network input: (x - mean) / std in this channel order. The
+# defaults are every zoo model's; `ModelConfig` carries them (as timm's pretrained configs carry
+# mean and std) so a checkpoint states its own, and `to_input` / `from_input` are the one
+# implementation of the convention and its inverse.
+INPUT_MEAN, INPUT_STD, CHANNEL_ORDERS = 127.5, 128.0, ("RGB", "BGR")
+
+
+def to_input(crops: Union[np.ndarray, torch.Tensor], mean: float = INPUT_MEAN, std: float = INPUT_STD,
+             channel_order: str = "RGB") -> torch.Tensor:
+    """(N,H,W,3) uint8 RGB crops (numpy or torch) -> (N,3,H,W) float32 network input."""
+    tensor = torch.as_tensor(np.ascontiguousarray(crops) if isinstance(crops, np.ndarray) else crops)
+    x = tensor.permute(0, 3, 1, 2).to(torch.float32, copy=True).sub_(mean).div_(std)
+    return x.flip(1) if channel_order == "BGR" else x
+
+
+def from_input(images: torch.Tensor, mean: float = INPUT_MEAN, std: float = INPUT_STD,
+               channel_order: str = "RGB") -> np.ndarray:
+    """The inverse of `to_input`: (N,3,H,W) float -> (N,H,W,3) uint8 RGB (exact on its output)."""
+    images = images.detach().float().cpu()
+    images = images.flip(1) if channel_order == "BGR" else images
+    pixels = (images * std + mean).round().clamp(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
 # The ArcFace 112x112 alignment template (eyes, nose tip, mouth corners): every model's input
 # has its landmarks here, and ARFace's patches sit on them.
 TEMPLATE_LANDMARKS = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),

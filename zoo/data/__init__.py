@@ -1,7 +1,7 @@
 """Face data: readers, alignment, degradations, the crop cache and named protocols.
 
-Everything yields HxWx3 uint8 RGB arrays; models' tensor conversion lives in
-`zoo.evaluate.to_tensor` so there is one place that knows the (x-127.5)/128 convention.
+Everything yields HxWx3 uint8 RGB arrays; a model turns them into its input with its own
+`preprocess` (the convention lives in `zoo.backbones.to_input` and each model's config).
 May import: numpy, OpenCV, PIL, dlib, `zoo.registry` and `zoo.backbones` (the template); no
 model code, and never `train`, `analysis` or `app`.
 """

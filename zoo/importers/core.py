@@ -15,10 +15,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..backbones import INPUT_MEAN, INPUT_STD
 from ..registry import Registry
 
-ZOO_INPUT_STD = 128.0  # the zoo feeds networks (x - 127.5) / 128
-INPUT_MEAN = 127.5
 TORCH_BN_EPS = 1e-5
 
 
@@ -122,13 +121,13 @@ def input_scale_for(source: SourceModel, input_std: Optional[float]) -> Tuple[fl
         if input_std is not None:
             raise ImporterError(f"{source.files[0]}: the graph normalises its input itself "
                                 f"((x - 127.5) * {source.input_scale:g}); --input-std does not apply")
-        factor = source.input_scale * ZOO_INPUT_STD
+        factor = source.input_scale * INPUT_STD
         how = f"inside the graph: (x - 127.5) * {source.input_scale:g}"
     else:
-        std = ZOO_INPUT_STD if input_std is None else float(input_std)
+        std = INPUT_STD if input_std is None else float(input_std)
         if not std > 0:
             raise ImporterError(f"input std must be positive, got {input_std!r}")
-        factor = ZOO_INPUT_STD / std
+        factor = INPUT_STD / std
         how = (f"by the caller, not recorded in the file: (x - 127.5) / {std:g} "
                + ("assumed (the zoo's own)" if input_std is None else "as given"))
     if abs(factor - 1.0) < 1e-7:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backbones import INPUT_SIZE as SIZE
+from ..backbones import INPUT_SIZE as SIZE, from_input, to_input
 from ..registry import Registry
 from ..tables import condition_label, markdown_table, protocol_rank
 
@@ -73,12 +73,16 @@ class Peer(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embed(images)
 
+    def preprocess(self, crops) -> torch.Tensor:
+        """The zoo's input convention: a peer takes what every zoo model takes, and undoes it."""
+        return to_input(crops)
+
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         check_faces(self.name, images)
         if len(images) == 0:
             return torch.zeros(0, EMBEDDING_DIM)
-        embeddings = torch.as_tensor(np.asarray(self._embed(to_uint8(images)), dtype=np.float32))
+        embeddings = torch.as_tensor(np.asarray(self._embed(from_input(images)), dtype=np.float32))
         return nn.functional.normalize(embeddings, dim=1)
 
     def _embed(self, crops: np.ndarray) -> np.ndarray:
@@ -139,13 +143,6 @@ def check_faces(name: str, images) -> None:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"{name}: expected aligned faces as a float (N, 3, {SIZE}, {SIZE}) tensor "
                          f"scaled to [-1, 1], got {shape}")
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Invert the zoo's input convention: (N,3,112,112) in [-1,1] -> (N,112,112,3) uint8 RGB
-    (exact for tensors made from uint8 crops by zoo.evaluate.to_tensor)."""
-    pixels = (images.detach().float().cpu() * 128.0 + 127.5).round().clamp(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
 
 
 def is_peer(name: object) -> bool:

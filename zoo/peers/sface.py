@@ -55,7 +55,7 @@ class SFacePeer(Peer):
     the aligned 112x112 crop through `blobFromImage(crop, 1, (112, 112), 0, swapRB=True)`,
     i.e. RGB pixel values 0..255 (the graph subtracts 127.5 and multiplies by 1/128 itself).
     Its `alignCrop` uses the ArcFace template the zoo uses, so the project's crops are fed
-    as they are (`to_uint8` -> RGB float). On the 1,000 LFW View 1 test pairs with YuNet
+    as they are (`from_input` -> RGB float). On the 1,000 LFW View 1 test pairs with YuNet
     crops that scores 99.2% (10 folds); BGR order scores clearly less (README, peers).
     """
 
