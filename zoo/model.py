@@ -131,12 +131,12 @@ class FaceModel(nn.Module):
         """Raw (unnormalised) embedding; what margin losses train on."""
         return self.backbone(images)
 
-    @torch.no_grad()
     def preprocess(self, crops) -> torch.Tensor:
         """Aligned (N,112,112,3) uint8 RGB crops -> this model's input (its config's scaling)."""
         config = self.config
         return to_input(crops, config.input_mean, config.input_std, config.channel_order)
 
+    @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """L2-normalised embeddings in eval mode, batched so large sets fit in memory."""
         check_images(images, self.name)
