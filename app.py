@@ -93,8 +93,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
 
-    from app.service import EXAMPLES_DIR, Service
-    from app.ui import EXAMPLES, build
+    from app.service import Service
+    from app.ui import EXAMPLES, EXAMPLES_DIR, build
     from zoo.data import make_aligner
 
     service = Service(hub_endpoint=args.hub_endpoint, aligner=make_aligner(args.aligner), peers=not args.no_peers)

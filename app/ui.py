@@ -23,19 +23,23 @@ import logging
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, List, Optional
 
 import gradio as gr
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.colors import qualitative
 
-from .service import EXAMPLES_DIR, MAX_SIGMA, MIN_SIDE, SIZE, USER_ERRORS, BlurCurve, Photo, Service, Verification
+from zoo.data.align import SIZE
+
+from .errors import USER_ERRORS
+from .photos import Photo, rounded
+from .service import Service
+from .tabs.blur_lab import MAX_SIGMA, MIN_SIDE, curve_figure
+from .tabs.verify import similarity_figure, verdict_html
 
 log = logging.getLogger(__name__)
 
-PALETTE = qualitative.D3
-VERDICT_COLOURS = {True: "#1a7f37", False: "#cf222e", None: "#6e7781"}
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLES = [("leonardo_dicaprio_1.jpg", "leonardo_dicaprio_2.jpg", "same person"),
             ("leonardo_dicaprio_1.jpg", "condoleezza_rice.jpg", "different people"),
             ("celeba_small_face.jpg", "condoleezza_rice.jpg", "a 36-pixel face"),
@@ -110,7 +114,7 @@ def _notes(lines: List[str], lead: str = "") -> str:
     return "\n".join(items)
 
 
-def detection_outputs(service: Service, photo: Photo, number) -> tuple:
+def detection_outputs(photo: Photo, number) -> tuple:
     """(faces JSON, preview with boxes, aligned crops, status) of a photo with face `number` chosen."""
     index = _face_index(number)
     face = photo.face(index)
@@ -122,78 +126,10 @@ def detection_outputs(service: Service, photo: Photo, number) -> tuple:
     if len(photo.faces) > 1:
         using += "; click another face below to use it"
     info = {"name": photo.name, "size": list(photo.original_size), "chosen": index + 1, "notes": list(photo.notes),
-            "faces": [{"face": k + 1, "box": None if f.box is None else [round(v, 1) for v in f.box],
-                       "detector": f.detector, "score": round(f.score, 4)} for k, f in enumerate(photo.faces)]}
+            "faces": [{"face": k + 1, "box": rounded(f.box), "detector": f.detector, "score": round(f.score, 4)}
+                      for k, f in enumerate(photo.faces)]}
     status = _notes(list(photo.notes), f"{found}: {using}.")
-    return info, service.preview(photo, index), faces, status
-
-
-def verdict_html(result: Verification) -> str:
-    """The verdict table: one row per model, its verdict coloured, a one-line summary above."""
-    rows = []
-    for verdict in result.verdicts:
-        colour = VERDICT_COLOURS[verdict.same]
-        threshold = "none" if verdict.threshold is None else f"{verdict.threshold:.3f}"
-        if verdict.threshold is not None and not verdict.calibrated:
-            threshold += " <i>(uncalibrated)</i>"
-        rows.append(f"<tr><td><code>{html.escape(verdict.model)}</code></td><td>{verdict.similarity:.3f}</td>"
-                    f"<td>{threshold}</td><td style='color:{colour};font-weight:600'>{verdict.text}</td></tr>")
-    decided = [v for v in result.verdicts if v.same is not None]
-    summary = (f"same person for {sum(v.same for v in decided)} of the {len(decided)} model(s) with a threshold"
-               if decided else "no selected model has a threshold in its card: compare the similarities")
-    uncalibrated = [v.model for v in decided if not v.calibrated]
-    if uncalibrated:
-        summary += (f"; uncalibrated threshold (the default cosine, no evaluation in the card) for "
-                    f"{', '.join(html.escape(m) for m in uncalibrated)}")
-    return (f"<div class='verdict-summary'><b>{summary}</b> ({result.seconds * 1000:.0f} ms)</div>"
-            "<table class='verdict-table'><thead><tr><th>model</th><th>cosine similarity</th><th>threshold</th>"
-            f"<th>verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
-
-
-def similarity_figure(result: Verification) -> go.Figure:
-    """Bars of similarity per model, each model's threshold as a black tick."""
-    names = [v.model for v in result.verdicts]
-    figure = go.Figure(go.Bar(
-        y=names, x=[v.similarity for v in result.verdicts], orientation="h", name="similarity",
-        marker_color=[VERDICT_COLOURS[v.same] for v in result.verdicts],
-        text=[f"{v.similarity:.3f}" for v in result.verdicts], textposition="auto",
-        hovertemplate="%{y}: cosine %{x:.4f}<extra></extra>"))
-    with_threshold = [v for v in result.verdicts if v.threshold is not None]
-    if with_threshold:  # black: calibrated for the model; gray: the uncalibrated default
-        figure.add_trace(go.Scatter(
-            y=[v.model for v in with_threshold], x=[v.threshold for v in with_threshold], mode="markers",
-            name="threshold", marker=dict(symbol="line-ns", size=26, line=dict(
-                width=3, color=["black" if v.calibrated else "gray" for v in with_threshold])),
-            customdata=["" if v.calibrated else " (uncalibrated)" for v in with_threshold],
-            hovertemplate="%{y}: threshold %{x:.4f}%{customdata}<extra></extra>"))
-    figure.update_layout(xaxis=dict(title="cosine similarity (green: same person, red: different)", range=[-1, 1]),
-                         yaxis=dict(autorange="reversed"), height=120 + 40 * len(names),
-                         margin=dict(l=10, r=10, t=30, b=40), template="plotly_white", showlegend=False)
-    return figure
-
-
-def curve_figure(curve: BlurCurve) -> go.Figure:
-    """One line per model over the degradation levels, its threshold dashed in the same colour."""
-    figure = go.Figure()
-    for k, (model, values) in enumerate(curve.similarity.items()):
-        colour = PALETTE[k % len(PALETTE)]
-        figure.add_trace(go.Scatter(x=curve.levels, y=values, mode="lines+markers", name=model,
-                                    line=dict(color=colour, width=2),
-                                    hovertemplate=f"{model}<br>%{{x:g}}: cosine %{{y:.4f}}<extra></extra>"))
-        if curve.thresholds.get(model) is not None:  # dotted: the uncalibrated default
-            figure.add_hline(y=curve.thresholds[model], line=dict(
-                color=colour, dash="dot" if model in curve.uncalibrated else "dash", width=1))
-    figure.add_vline(x=curve.amount, line=dict(color="gray", dash="dot"))
-    blurred = "photo B" if curve.target == "second" else "both photos"
-    if curve.kind == "blur":
-        x_axis = dict(title=f"Gaussian blur sigma of {blurred} (pixels at 112 px)")
-    else:
-        x_axis = dict(title=f"side of {blurred} before upsampling back to 112 px (pixels)", autorange="reversed")
-    figure.update_layout(title="similarity as the faces degrade (dashed: each model's threshold; dotted: "
-                               "uncalibrated)", xaxis=x_axis,
-                         yaxis=dict(title="cosine similarity"), template="plotly_white", height=460,
-                         margin=dict(l=10, r=10, t=50, b=40))
-    return figure
+    return info, photo.preview(index), faces, status
 
 
 def photo_column(service: Service, failures: Failures, label: str):
@@ -216,14 +152,14 @@ def photo_column(service: Service, failures: Failures, label: str):
         if not photo:
             return None, None, None, 1, ""
         with failures.reported(request, area):
-            details, image, crops, text = detection_outputs(service, service.photo(photo, area), 1)
+            details, image, crops, text = detection_outputs(service.photo(photo, area), 1)
         return details, image, crops, 1, text
 
     def choose(photo, face, request: gr.Request):
         if not photo:
             return None, None, ""
         with failures.reported(request, area):
-            details, image, _, text = detection_outputs(service, service.photo(photo, area), face)
+            details, image, _, text = detection_outputs(service.photo(photo, area), face)
         return details, image, text
 
     def pick(event: gr.SelectData):

@@ -95,8 +95,8 @@ def make_zoo(folder: Path) -> Path:
 
 
 def first_model(zoo_dir: Path) -> str:
-    """The model the app lists first (app.service.zoo_order), read from the configs alone."""
-    from app.service import ZooEntry, zoo_order
+    """The model the app lists first (app.models.zoo_order), read from the configs alone."""
+    from app.models import ZooEntry, zoo_order
 
     entries = [ZooEntry(p.name, "local zoo", p, zoo.read_config(p)) for p in sorted(zoo_dir.iterdir())
                if (p / "config.json").is_file()]
@@ -245,7 +245,7 @@ def configs(zoo_dir: Path, names: List[str]) -> Dict[str, Dict]:
 
 def expected_threshold(config: Dict):
     """(threshold, calibrated) the app must judge with: the config's own, else the uncalibrated default."""
-    from app.service import DEFAULT_THRESHOLD
+    from app.models import DEFAULT_THRESHOLD
 
     threshold = config.get("threshold")
     return (DEFAULT_THRESHOLD, False) if threshold is None else (threshold, True)
@@ -440,7 +440,8 @@ def test_pull_model_and_use_it(client, models, local_hub):
 
 def test_thresholds_fall_back_visibly():
     """The card's threshold; else the clean evaluation's in its metrics; else the uncalibrated default."""
-    from app.service import DEFAULT_THRESHOLD, Verdict, model_threshold
+    from app.models import DEFAULT_THRESHOLD, model_threshold
+    from app.tabs.verify import Verdict
 
     metrics = _metrics(0.42)
     assert model_threshold({"threshold": 0.4, "metrics": metrics}) == (0.4, metrics["threshold_from"], True)
@@ -457,7 +458,7 @@ def test_thresholds_fall_back_visibly():
 
 
 def test_zoo_order_reference_then_plain_then_methods():
-    from app.service import ZooEntry, zoo_order
+    from app.models import ZooEntry, zoo_order
 
     def entry(name, method, imported=False, error=None):
         config = {"architecture": {"method": method}, **({"imported_from": {"format": "mxnet"}} if imported else {})}
@@ -569,7 +570,8 @@ def test_twenty_faces_each_found_and_choosable(client, models, tmp_path, data_ro
 def test_broken_checkpoints_in_the_zoo_are_listed_with_why_and_refused(tmp_path):
     """A zoo folder with a wrong-architecture and corrupted checkpoints: the app still serves
     the good model, shows why each other one failed, and names the failure when one is asked for."""
-    from app.service import InputError, Service
+    from app.errors import InputError
+    from app.service import Service
 
     torch.manual_seed(0)
     good = zoo.save(zoo.build("ir18", width=0.25, head="gdc").eval(), tmp_path / "zoo" / "good-ir18")

@@ -28,7 +28,7 @@ OWN_FILES = ROOT / "zoo" / "methods"
 EXCEPTIONS = {
     # An example hub repo id for a person typing one (the pull error and the repo box's
     # placeholder): it names a zoo checkpoint, not method logic.
-    ("app/service.py", "facescope/scan-mobilefacenet.fss-ft"),
+    ("app/models.py", "facescope/scan-mobilefacenet.fss-ft"),
     ("app/ui.py", "facescope/scan-mobilefacenet.fss-ft"),
 }
 
