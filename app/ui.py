@@ -14,30 +14,23 @@ Every event that does work has an `api_name`, so `gradio_client` can call what t
 
 Each result starts with a JSON of plain data. A failure raises gr.Error with the service's
 message: gradio_client raises it as an exception, the browser shows it as a toast and,
-through the event's .failure() step, in the tab's status line (`Failures`).
+through the event's .failure() step, in the tab's status line (`app.status.Failures`).
 """
 from __future__ import annotations
 
-import html
-import logging
-import threading
-from collections import OrderedDict
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import gradio as gr
 import pandas as pd
 
 from zoo.data.align import SIZE
 
-from .errors import USER_ERRORS
 from .photos import Photo, rounded
 from .service import Service
+from .status import Failures, escape, status_text
 from .tabs.blur_lab import MAX_SIGMA, MIN_SIDE, curve_figure
 from .tabs.verify import similarity_figure, verdict_html
-
-log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLES = [("leonardo_dicaprio_1.jpg", "leonardo_dicaprio_2.jpg", "same person"),
@@ -54,64 +47,9 @@ A threshold marked *uncalibrated* is the default cosine 0.3, not one measured fo
 Research use only: these models are not fit for decisions about people."""
 
 
-class Failures:
-    """The last failure message of each (session, status area).
-
-    gr.Error stops an event without touching its outputs, so the event's .failure() step reads
-    the message from here to show it in the page, beside the browser's toast. Bounded: API
-    callers never run .failure() steps, so their entries are dropped oldest first.
-    """
-
-    def __init__(self, limit: int = 512):
-        self._messages: "OrderedDict[tuple, str]" = OrderedDict()
-        self._limit = limit
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def reported(self, request: Optional[gr.Request], area: str) -> Iterator[None]:
-        """Turn any error in the block into gr.Error (unexpected ones are logged with traceback)."""
-        try:
-            yield
-        except USER_ERRORS as err:
-            message = str(err)
-        except Exception as err:  # the app must answer every request, whatever went wrong
-            log.exception("%s failed", area)
-            message = f"unexpected error ({type(err).__name__}: {err}); details are in the app's log"
-        else:
-            return
-        with self._lock:
-            self._messages[(_session(request), area)] = message
-            while len(self._messages) > self._limit:
-                self._messages.popitem(last=False)
-        raise gr.Error(message, title="FaceScope could not do that") from None
-
-    def shower(self, area: str, cleared: int):
-        """The .failure() step of `area`: its status line shows the message, `cleared` outputs empty."""
-        def show(request: gr.Request):
-            with self._lock:
-                message = self._messages.pop((_session(request), area), "it failed")
-            return (f"**Problem:** {_escape(message)}", *([None] * cleared))
-        return show
-
-
-def _session(request: Optional[gr.Request]) -> Optional[str]:
-    return getattr(request, "session_hash", None)
-
-
 def _face_index(number) -> int:
     """The UI's 1-based face number as the service's 0-based index (empty means the largest)."""
     return 0 if number in (None, "") else int(number) - 1
-
-
-def _escape(text: str) -> str:
-    """Markdown-safe: no HTML from file names or messages, quotes left readable for API callers."""
-    return html.escape(text, quote=False)
-
-
-def _notes(lines: List[str], lead: str = "") -> str:
-    """A status line: `lead`, then one bullet per note."""
-    items = ([_escape(lead)] if lead else []) + [f"- {_escape(line)}" for line in lines]
-    return "\n".join(items)
 
 
 def detection_outputs(photo: Photo, number) -> tuple:
@@ -128,7 +66,7 @@ def detection_outputs(photo: Photo, number) -> tuple:
     info = {"name": photo.name, "size": list(photo.original_size), "chosen": index + 1, "notes": list(photo.notes),
             "faces": [{"face": k + 1, "box": rounded(f.box), "detector": f.detector, "score": round(f.score, 4)}
                       for k, f in enumerate(photo.faces)]}
-    status = _notes(list(photo.notes), f"{found}: {using}.")
+    status = status_text(list(photo.notes), f"{found}: {using}.")
     return info, photo.preview(index), faces, status
 
 
@@ -176,20 +114,212 @@ def photo_column(service: Service, failures: Failures, label: str):
     return upload, number
 
 
-def build(service: Service) -> gr.Blocks:
-    """The app's Blocks on `service`."""
-    failures = Failures()
-    names = service.model_names()
-    first = names[0] if names else None
-    zoo_note = (f"{len(names)} models from `{service.zoo_dir}`." if names else
-                f"**The zoo at `{service.zoo_dir}` has no usable model**: pull one in the Zoo tab.")
+def verify_tab(service: Service, failures: Failures, pair_inputs: list, model_choice: gr.Dropdown) -> None:
+    with gr.Tab("Verify"):
+        verify_button = gr.Button("Verify", variant="primary", elem_id="verify-button")
+        verify_status = gr.Markdown(elem_id="verify-status")
+        with gr.Row():
+            verdict = gr.HTML(elem_id="verdict")
+            similarity_plot = gr.Plot(label="similarity and threshold per model", elem_id="similarity-plot")
+        with gr.Accordion("details (JSON)", open=False):
+            verify_json = gr.JSON(label="verification")
+
+    def verify(photo_a, photo_b, face_a, face_b, models, request: gr.Request):
+        with failures.reported(request, "verify"):
+            result = service.verify(photo_a, photo_b, models, _face_index(face_a), _face_index(face_b))
+        data = {**result.pair.describe(), "models": [v.to_dict() for v in result.verdicts],
+                "notes": result.pair.notes, "seconds": round(result.seconds, 4)}
+        return data, verdict_html(result), similarity_figure(result), status_text(result.pair.notes)
+
+    verify_event = verify_button.click(verify, pair_inputs + [model_choice],
+                                       [verify_json, verdict, similarity_plot, verify_status], api_name="verify")
+    verify_event.failure(failures.shower("verify", 3), None, [verify_status, verify_json, verdict, similarity_plot],
+                         api_visibility="private")
+
+
+def blur_lab_tab(service: Service, failures: Failures, pair_inputs: list, model_choice: gr.Dropdown) -> None:
+    with gr.Tab("Blur lab"):
+        with gr.Row():
+            kind_radio = gr.Radio([("Gaussian blur", "blur"), ("low resolution", "lowres")], value="blur",
+                                  label="degradation")
+            target_radio = gr.Radio([("photo B only", "second"), ("both photos", "both")], value="second",
+                                    label="applied to")
+        sigma_slider = gr.Slider(0, MAX_SIGMA, value=3, step=0.5, label="blur sigma (pixels at 112 px)")
+        size_slider = gr.Slider(MIN_SIDE, SIZE, value=20, step=1, label="low-resolution side (pixels)",
+                                visible=False)
+        blur_button = gr.Button("Draw the curves", variant="primary")
+        blur_status = gr.Markdown()
+        with gr.Row():
+            curve_plot = gr.Plot(label="similarity per degradation level", scale=3)
+            with gr.Column(scale=1):
+                degraded_a = gr.Image(label="photo A's face as the models see it", height=200, format="png",
+                                      interactive=False)
+                degraded_b = gr.Image(label="photo B's face as the models see it", height=200, format="png",
+                                      interactive=False)
+        with gr.Accordion("details (JSON)", open=False):
+            blur_json = gr.JSON(label="curves")
+
+    def blur_curve(photo_a, photo_b, face_a, face_b, models, kind, sigma, size, target, request: gr.Request):
+        with failures.reported(request, "blur"):
+            curve = service.blur_curve(photo_a, photo_b, models, kind, sigma if kind == "blur" else size, target,
+                                       _face_index(face_a), _face_index(face_b))
+        return (curve.to_dict(), curve_figure(curve), *curve.faces_at_amount, status_text(curve.pair.notes))
+
+    blur_inputs = pair_inputs + [model_choice, kind_radio, sigma_slider, size_slider, target_radio]
+    blur_outputs = [blur_json, curve_plot, degraded_a, degraded_b, blur_status]
+    blur_failure_outputs = [blur_status, blur_json, curve_plot, degraded_a, degraded_b]
+    blur_event = blur_button.click(blur_curve, blur_inputs, blur_outputs, api_name="blur_curve")
+    blur_event.failure(failures.shower("blur", 4), None, blur_failure_outputs, api_visibility="private")
+    for slider in (sigma_slider, size_slider):
+        redraw = slider.release(blur_curve, blur_inputs, blur_outputs, api_visibility="private")
+        redraw.failure(failures.shower("blur", 4), None, blur_failure_outputs, api_visibility="private")
+    kind_radio.change(lambda kind: (gr.update(visible=kind == "blur"), gr.update(visible=kind == "lowres")),
+                      kind_radio, [sigma_slider, size_slider], api_visibility="private")
+
+
+def explain_tab(service: Service, failures: Failures, pair_inputs: list, model_choice: gr.Dropdown,
+                names: List[str]) -> gr.Dropdown:
+    """The Explain tab; returns its chooser of the detail model."""
+    with gr.Tab("Explain"):
+        detail_choice = gr.Dropdown(names, value=names[0] if names else None, allow_custom_value=True,
+                                    label="full analysis figure of")
+        explain_button = gr.Button("Explain", variant="primary")
+        explain_status = gr.Markdown()
+        panels = gr.Gallery(label="Grad-CAM of each face's similarity to the other, then each method's "
+                                  "own maps", columns=4, height="auto", format="png", object_fit="contain")
+        detail_plot = gr.Plot(label="full analysis figure")
+        with gr.Accordion("details (JSON)", open=False):
+            explain_json = gr.JSON(label="explanations")
+
+    def explain(photo_a, photo_b, face_a, face_b, models, detail_model, request: gr.Request):
+        with failures.reported(request, "explain"):
+            result = service.explain(photo_a, photo_b, models, detail_model, _face_index(face_a),
+                                     _face_index(face_b))
+        images = [(p.image, p.caption) for model_panels in result.panels.values() for p in model_panels]
+        notes = result.pair.notes + [n for model_notes in result.notes.values() for n in model_notes]
+        data = {**result.pair.describe(), "detail_model": result.figure_model,
+                "models": {m: {"panels": [p.caption for p in ps], "notes": result.notes[m]}
+                           for m, ps in result.panels.items()}}
+        return data, images, result.figure, status_text(notes)
+
+    explain_event = explain_button.click(explain, pair_inputs + [model_choice, detail_choice],
+                                         [explain_json, panels, detail_plot, explain_status], api_name="explain")
+    explain_event.failure(failures.shower("explain", 3), None,
+                          [explain_status, explain_json, panels, detail_plot], api_visibility="private")
+    return detail_choice
+
+
+def embeddings_tab(service: Service, failures: Failures, pair_inputs: list, names: List[str]) -> gr.Dropdown:
+    """The Embeddings tab; returns its model chooser."""
+    with gr.Tab("Embeddings"):
+        umap_choice = gr.Dropdown(names, value=names[0] if names else None, allow_custom_value=True, label="model")
+        umap_button = gr.Button("Place the photos among the gallery", variant="primary")
+        umap_status = gr.Markdown()
+        umap_plot = gr.Plot(label="UMAP of the embeddings")
+        nearest_text = gr.Markdown()
+        with gr.Accordion("details (JSON)", open=False):
+            umap_json = gr.JSON(label="placement")
+
+    def embeddings(photo_a, photo_b, face_a, face_b, model, request: gr.Request, progress=gr.Progress()):
+        with failures.reported(request, "embeddings"):
+            result = service.place_in_gallery(photo_a, photo_b, model, _face_index(face_a), _face_index(face_b),
+                                              progress=lambda fraction, text: progress(fraction, desc=text))
+        lines = [f"**{label}** lands nearest to " + ", ".join(f"{escape(p)} (best cosine {s:.3f})"
+                                                            for p, s in people)
+                 for label, people in result.nearest.items()]
+        data = {"model": result.model, "nearest": {k: [{"person": p, "cosine": round(s, 6)} for p, s in v]
+                                                   for k, v in result.nearest.items()},
+                "seconds": {k: round(v, 3) for k, v in result.seconds.items()}, "notes": result.notes}
+        text = "\n\n".join(lines) or "Upload a photo to see where it lands among the gallery's people."
+        return data, result.figure, text, status_text(result.notes)
+
+    umap_event = umap_button.click(embeddings, pair_inputs + [umap_choice],
+                                   [umap_json, umap_plot, nearest_text, umap_status], api_name="embeddings")
+    umap_event.failure(failures.shower("embeddings", 3), None, [umap_status, umap_json, umap_plot, nearest_text],
+                       api_visibility="private")
+    return umap_choice
+
+
+def zoo_tab(service: Service, failures: Failures, demo: gr.Blocks, choosers: List[gr.Dropdown]) -> None:
+    """The Zoo tab; a pull (and every page load) updates `choosers` (the pair's models, the detail
+    model, the map's model) and the tab's own card chooser."""
+    with gr.Tab("Zoo"):
+        zoo_table = gr.Dataframe(label="models (accuracy from each model's card; '-': not measured)",
+                                 interactive=False, wrap=True)
+        refresh_button = gr.Button("Refresh the list")
+        with gr.Group():
+            gr.Markdown(f"&nbsp;**Pull a model from a repo on {escape(service.hub_endpoint)} and use it at "
+                        "once** (the hub is the server's choice: `python app.py --hub-endpoint URL`)")
+            with gr.Row():
+                repo_box = gr.Textbox(label="repo id", placeholder="ORG/NAME, e.g. facescope/scan-mobilefacenet.fss-ft")
+                revision_box = gr.Textbox(label="revision (optional)", placeholder="branch, tag or commit")
+            pull_button = gr.Button("Pull and use", variant="primary")
+        pull_status = gr.Markdown()
+        entries = [e.name for e in service.entries()]
+        card_choice = gr.Dropdown(entries, value=entries[0] if entries else None, allow_custom_value=True,
+                                  label="model card of")
+        card_text = gr.Markdown()
+    choosers = [*choosers, card_choice]
+
+    def zoo_list(request: gr.Request):
+        with failures.reported(request, "zoo"):
+            headers, rows = service.zoo_table()
+        return pd.DataFrame(rows, columns=headers)
+
+    def model_card(model, request: gr.Request):
+        if not model:
+            return ""
+        with failures.reported(request, "zoo"):
+            return service.card(model)
+
+    def selectors(selected: Optional[str] = None) -> tuple:
+        """Updates of every model chooser, after a pull or when a page (re)loads."""
+        usable = service.model_names()
+        top = selected or (usable[0] if usable else None)
+        return (gr.update(choices=usable, value=usable), gr.update(choices=usable, value=top),
+                gr.update(choices=usable, value=top),
+                gr.update(choices=[e.name for e in service.entries()], **({"value": selected} if selected else {})))
+
+    def pull_model(repo_id, revision, request: gr.Request):
+        with failures.reported(request, "zoo"):
+            entry = service.pull(repo_id, revision)
+        threshold = (f"threshold {entry.threshold:.4f}" if entry.calibrated else
+                     f"uncalibrated threshold {entry.threshold:g}: no evaluation in its config.json")
+        status = (f"Pulled **{escape(entry.name)}** ({escape(entry.model.name)}, {threshold}) from "
+                  f"{escape(entry.source)}; it is selected in every tab.")
+        return (status, zoo_list(request), *selectors(entry.name))
+
+    def refresh(request: gr.Request):
+        return (zoo_list(request), *selectors())
+
+    refresh_event = refresh_button.click(zoo_list, None, zoo_table, api_name="zoo_list")
+    refresh_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
+    card_event = card_choice.change(model_card, card_choice, card_text, api_name="model_card")
+    card_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
+    pull_event = pull_button.click(pull_model, [repo_box, revision_box],
+                                   [pull_status, zoo_table, *choosers], api_name="pull_model")
+    pull_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
+    demo.load(refresh, None, [zoo_table, *choosers], api_visibility="private")
+    demo.load(model_card, card_choice, card_text, api_visibility="private")
+
+
+def zoo_note(service: Service, names: List[str]) -> str:
+    """What the page says under the intro about the models it serves."""
+    note = (f"{len(names)} models from `{service.zoo_dir}`." if names else
+            f"**The zoo at `{service.zoo_dir}` has no usable model**: pull one in the Zoo tab.")
     imported = [e.name for e in service.entries() if e.model is not None and "imported_from" in e.config]
     if imported:
-        zoo_note += (f" {', '.join(f'`{_escape(n)}`' for n in imported)} (listed first): pretrained weights "
-                     "imported unchanged, the reference the other models are compared with.")
+        note += (f" {', '.join(f'`{escape(n)}`' for n in imported)} (listed first): pretrained weights "
+                 "imported unchanged, the reference the other models are compared with.")
+    return note
 
+
+def build(service: Service) -> gr.Blocks:
+    """The app's Blocks on `service`: two photos and the model choice on top, then one tab per question."""
+    failures = Failures()
+    names = service.model_names()
     with gr.Blocks(title="FaceScope", analytics_enabled=False) as demo:
-        gr.Markdown(INTRO + "\n\n" + zoo_note)
+        gr.Markdown(INTRO + "\n\n" + zoo_note(service, names))
         with gr.Row():
             columns = [photo_column(service, failures, label) for label in ("A", "B")]
         photos, numbers = [c[0] for c in columns], [c[1] for c in columns]
@@ -198,182 +328,10 @@ def build(service: Service) -> gr.Blocks:
         model_choice = gr.Dropdown(names, value=names, multiselect=True, allow_custom_value=True,
                                    label="models to compare", elem_id="models")
         pair_inputs = [photos[0], photos[1], numbers[0], numbers[1]]
-
         with gr.Tabs():
-            with gr.Tab("Verify"):
-                verify_button = gr.Button("Verify", variant="primary", elem_id="verify-button")
-                verify_status = gr.Markdown(elem_id="verify-status")
-                with gr.Row():
-                    verdict = gr.HTML(elem_id="verdict")
-                    similarity_plot = gr.Plot(label="similarity and threshold per model", elem_id="similarity-plot")
-                with gr.Accordion("details (JSON)", open=False):
-                    verify_json = gr.JSON(label="verification")
-
-            with gr.Tab("Blur lab"):
-                with gr.Row():
-                    kind_radio = gr.Radio([("Gaussian blur", "blur"), ("low resolution", "lowres")], value="blur",
-                                          label="degradation")
-                    target_radio = gr.Radio([("photo B only", "second"), ("both photos", "both")], value="second",
-                                            label="applied to")
-                sigma_slider = gr.Slider(0, MAX_SIGMA, value=3, step=0.5, label="blur sigma (pixels at 112 px)")
-                size_slider = gr.Slider(MIN_SIDE, SIZE, value=20, step=1, label="low-resolution side (pixels)",
-                                        visible=False)
-                blur_button = gr.Button("Draw the curves", variant="primary")
-                blur_status = gr.Markdown()
-                with gr.Row():
-                    curve_plot = gr.Plot(label="similarity per degradation level", scale=3)
-                    with gr.Column(scale=1):
-                        degraded_a = gr.Image(label="photo A's face as the models see it", height=200, format="png",
-                                              interactive=False)
-                        degraded_b = gr.Image(label="photo B's face as the models see it", height=200, format="png",
-                                              interactive=False)
-                with gr.Accordion("details (JSON)", open=False):
-                    blur_json = gr.JSON(label="curves")
-
-            with gr.Tab("Explain"):
-                detail_choice = gr.Dropdown(names, value=first, allow_custom_value=True,
-                                            label="full analysis figure of")
-                explain_button = gr.Button("Explain", variant="primary")
-                explain_status = gr.Markdown()
-                panels = gr.Gallery(label="Grad-CAM of each face's similarity to the other, then each method's "
-                                          "own maps", columns=4, height="auto", format="png", object_fit="contain")
-                detail_plot = gr.Plot(label="full analysis figure")
-                with gr.Accordion("details (JSON)", open=False):
-                    explain_json = gr.JSON(label="explanations")
-
-            with gr.Tab("Embeddings"):
-                umap_choice = gr.Dropdown(names, value=first, allow_custom_value=True, label="model")
-                umap_button = gr.Button("Place the photos among the gallery", variant="primary")
-                umap_status = gr.Markdown()
-                umap_plot = gr.Plot(label="UMAP of the embeddings")
-                nearest_text = gr.Markdown()
-                with gr.Accordion("details (JSON)", open=False):
-                    umap_json = gr.JSON(label="placement")
-
-            with gr.Tab("Zoo"):
-                zoo_table = gr.Dataframe(label="models (accuracy from each model's card; '-': not measured)",
-                                         interactive=False, wrap=True)
-                refresh_button = gr.Button("Refresh the list")
-                with gr.Group():
-                    gr.Markdown(f"&nbsp;**Pull a model from a repo on {_escape(service.hub_endpoint)} and use it at "
-                                "once** (the hub is the server's choice: `python app.py --hub-endpoint URL`)")
-                    with gr.Row():
-                        repo_box = gr.Textbox(label="repo id",
-                                              placeholder="ORG/NAME, e.g. facescope/scan-mobilefacenet.fss-ft")
-                        revision_box = gr.Textbox(label="revision (optional)", placeholder="branch, tag or commit")
-                    pull_button = gr.Button("Pull and use", variant="primary")
-                pull_status = gr.Markdown()
-                entries = [e.name for e in service.entries()]
-                card_choice = gr.Dropdown(entries, value=entries[0] if entries else None, allow_custom_value=True,
-                                          label="model card of")
-                card_text = gr.Markdown()
-
-        # ---- handlers: their parameter names are the API's ---------------------------------------
-
-        def verify(photo_a, photo_b, face_a, face_b, models, request: gr.Request):
-            with failures.reported(request, "verify"):
-                result = service.verify(photo_a, photo_b, models, _face_index(face_a), _face_index(face_b))
-            data = {**result.pair.describe(), "models": [v.to_dict() for v in result.verdicts],
-                    "notes": result.pair.notes, "seconds": round(result.seconds, 4)}
-            return data, verdict_html(result), similarity_figure(result), _notes(result.pair.notes)
-
-        def blur_curve(photo_a, photo_b, face_a, face_b, models, kind, sigma, size, target, request: gr.Request):
-            with failures.reported(request, "blur"):
-                curve = service.blur_curve(photo_a, photo_b, models, kind, sigma if kind == "blur" else size, target,
-                                           _face_index(face_a), _face_index(face_b))
-            return (curve.to_dict(), curve_figure(curve), *curve.faces_at_amount, _notes(curve.pair.notes))
-
-        def explain(photo_a, photo_b, face_a, face_b, models, detail_model, request: gr.Request):
-            with failures.reported(request, "explain"):
-                result = service.explain(photo_a, photo_b, models, detail_model, _face_index(face_a),
-                                         _face_index(face_b))
-            images = [(p.image, p.caption) for model_panels in result.panels.values() for p in model_panels]
-            notes = result.pair.notes + [n for model_notes in result.notes.values() for n in model_notes]
-            data = {**result.pair.describe(), "detail_model": result.figure_model,
-                    "models": {m: {"panels": [p.caption for p in ps], "notes": result.notes[m]}
-                               for m, ps in result.panels.items()}}
-            return data, images, result.figure, _notes(notes)
-
-        def embeddings(photo_a, photo_b, face_a, face_b, model, request: gr.Request, progress=gr.Progress()):
-            with failures.reported(request, "embeddings"):
-                result = service.place_in_gallery(photo_a, photo_b, model, _face_index(face_a), _face_index(face_b),
-                                                  progress=lambda fraction, text: progress(fraction, desc=text))
-            lines = [f"**{label}** lands nearest to " + ", ".join(f"{_escape(p)} (best cosine {s:.3f})"
-                                                                for p, s in people)
-                     for label, people in result.nearest.items()]
-            data = {"model": result.model, "nearest": {k: [{"person": p, "cosine": round(s, 6)} for p, s in v]
-                                                       for k, v in result.nearest.items()},
-                    "seconds": {k: round(v, 3) for k, v in result.seconds.items()}, "notes": result.notes}
-            text = "\n\n".join(lines) or "Upload a photo to see where it lands among the gallery's people."
-            return data, result.figure, text, _notes(result.notes)
-
-        def zoo_list(request: gr.Request):
-            with failures.reported(request, "zoo"):
-                headers, rows = service.zoo_table()
-            return pd.DataFrame(rows, columns=headers)
-
-        def model_card(model, request: gr.Request):
-            if not model:
-                return ""
-            with failures.reported(request, "zoo"):
-                return service.card(model)
-
-        def selectors(selected: Optional[str] = None) -> tuple:
-            """Updates of every model chooser, after a pull or when a page (re)loads."""
-            usable = service.model_names()
-            top = selected or (usable[0] if usable else None)
-            return (gr.update(choices=usable, value=usable), gr.update(choices=usable, value=top),
-                    gr.update(choices=usable, value=top),
-                    gr.update(choices=[e.name for e in service.entries()], **({"value": selected} if selected else {})))
-
-        def pull_model(repo_id, revision, request: gr.Request):
-            with failures.reported(request, "zoo"):
-                entry = service.pull(repo_id, revision)
-            threshold = (f"threshold {entry.threshold:.4f}" if entry.calibrated else
-                         f"uncalibrated threshold {entry.threshold:g}: no evaluation in its config.json")
-            status = (f"Pulled **{_escape(entry.name)}** ({_escape(entry.model.name)}, {threshold}) from "
-                      f"{_escape(entry.source)}; it is selected in every tab.")
-            return (status, zoo_list(request), *selectors(entry.name))
-
-        def refresh(request: gr.Request):
-            return (zoo_list(request), *selectors())
-
-        # ---- wiring ----------------------------------------------------------------------------
-
-        verify_event = verify_button.click(verify, pair_inputs + [model_choice],
-                                           [verify_json, verdict, similarity_plot, verify_status], api_name="verify")
-        verify_event.failure(failures.shower("verify", 3), None, [verify_status, verify_json, verdict, similarity_plot],
-                             api_visibility="private")
-
-        blur_inputs = pair_inputs + [model_choice, kind_radio, sigma_slider, size_slider, target_radio]
-        blur_outputs = [blur_json, curve_plot, degraded_a, degraded_b, blur_status]
-        blur_failure_outputs = [blur_status, blur_json, curve_plot, degraded_a, degraded_b]
-        blur_event = blur_button.click(blur_curve, blur_inputs, blur_outputs, api_name="blur_curve")
-        blur_event.failure(failures.shower("blur", 4), None, blur_failure_outputs, api_visibility="private")
-        for slider in (sigma_slider, size_slider):
-            redraw = slider.release(blur_curve, blur_inputs, blur_outputs, api_visibility="private")
-            redraw.failure(failures.shower("blur", 4), None, blur_failure_outputs, api_visibility="private")
-        kind_radio.change(lambda kind: (gr.update(visible=kind == "blur"), gr.update(visible=kind == "lowres")),
-                          kind_radio, [sigma_slider, size_slider], api_visibility="private")
-
-        explain_event = explain_button.click(explain, pair_inputs + [model_choice, detail_choice],
-                                             [explain_json, panels, detail_plot, explain_status], api_name="explain")
-        explain_event.failure(failures.shower("explain", 3), None,
-                              [explain_status, explain_json, panels, detail_plot], api_visibility="private")
-
-        umap_event = umap_button.click(embeddings, pair_inputs + [umap_choice],
-                                       [umap_json, umap_plot, nearest_text, umap_status], api_name="embeddings")
-        umap_event.failure(failures.shower("embeddings", 3), None, [umap_status, umap_json, umap_plot, nearest_text],
-                           api_visibility="private")
-
-        choosers = [model_choice, detail_choice, umap_choice, card_choice]
-        refresh_event = refresh_button.click(zoo_list, None, zoo_table, api_name="zoo_list")
-        refresh_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
-        card_event = card_choice.change(model_card, card_choice, card_text, api_name="model_card")
-        card_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
-        pull_event = pull_button.click(pull_model, [repo_box, revision_box],
-                                       [pull_status, zoo_table, *choosers], api_name="pull_model")
-        pull_event.failure(failures.shower("zoo", 0), None, pull_status, api_visibility="private")
-        demo.load(refresh, None, [zoo_table, *choosers], api_visibility="private")
-        demo.load(model_card, card_choice, card_text, api_visibility="private")
+            verify_tab(service, failures, pair_inputs, model_choice)
+            blur_lab_tab(service, failures, pair_inputs, model_choice)
+            detail_choice = explain_tab(service, failures, pair_inputs, model_choice, names)
+            umap_choice = embeddings_tab(service, failures, pair_inputs, names)
+            zoo_tab(service, failures, demo, [model_choice, detail_choice, umap_choice])
     return demo
