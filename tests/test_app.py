@@ -308,7 +308,7 @@ def test_reference_first_then_plain_then_methods(models, zoo_dir):
     if not os.environ.get("FACESCOPE_APP_TEST_ZOO"):
         assert models == [REFERENCE, "mobilefacenet.untrained", "arface-mobilefacenet.untrained",
                           "hpda-mobilefacenet.untrained", "scan-mobilefacenet.untrained",
-                          "sranet-mobilefacenet.untrained"]
+                          "sranet-mobilefacenet.untrained", "peer:dlib", "peer:sface"]  # the peers last
 
 
 def test_verify_subset_same_numbers(client, models):
@@ -576,7 +576,7 @@ def test_broken_checkpoints_in_the_zoo_are_listed_with_why_and_refused(tmp_path)
     torch.manual_seed(0)
     good = zoo.save(zoo.build("ir18", width=0.25, head="gdc").eval(), tmp_path / "zoo" / "good-ir18")
     broken = {folder.name: message for folder, message in break_checkpoints(good, tmp_path / "zoo").items()}
-    service = Service(tmp_path / "zoo")
+    service = Service(tmp_path / "zoo", peers=False)
     assert service.model_names() == ["good-ir18"]
     headers, rows = service.zoo_table()
     source = {row[0]: row[headers.index("source")] for row in rows}

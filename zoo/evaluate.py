@@ -28,8 +28,6 @@ from . import metrics, report
 from .data import CropCache, DataError, Degradation, PairList, align_files, load_protocol, parse_degradation
 from .data.align import DEFAULT_ALIGNER, aligner_names
 from .backbones import to_input
-
-to_tensor = to_input  # TEMPORARY (this session): the app moves to model.preprocess
 from .data.paths import atomic_write, data_root
 
 DEFAULT_BATCH = 64

@@ -99,17 +99,17 @@ class Peer(nn.Module):
         return json.loads(path.read_text()) if path.is_file() else None
 
     def checkpoint_config(self) -> Dict:
-        """What a checkpoint's config.json would hold: the app's zoo table and verdicts read it."""
-        results = self.results or {}
-        protocols = results.get("protocols", {})
-        first = next(iter(protocols.values()), {}).get("conditions", {}).get("blur0", {})
-        threshold = first.get("threshold") or _mean(first.get("fold_thresholds"))
-        config = {"architecture": {"name": self.name, "method": self.method, "backbone": self.description},
-                  "metrics": results or None}
-        if threshold is not None:
-            config["threshold"] = threshold
-            config["metrics"] = {**results, "threshold_from": f"{next(iter(protocols))} blur0: mean of the 10-fold "
-                                                               f"accuracy thresholds ({RESULTS_DIR.name}/{self.key}.json)"}
+        """What a checkpoint's config.json would hold (card.summarize of the committed evaluation,
+        threshold included): the app's zoo table and verdicts read it."""
+        from ..card import summarize  # the cards' own summary, so peers and checkpoints read alike
+
+        config = {"architecture": {"name": self.name, "method": self.method, "backbone": self.description}}
+        if self.results:
+            metrics = summarize(self.results)
+            metrics["threshold_from"] = f"{metrics.get('threshold_from')} ({RESULTS_DIR.name}/{self.key}.json)"
+            config["metrics"] = metrics
+            if "threshold" in metrics:
+                config["threshold"] = metrics["threshold"]
         return config
 
     def card(self) -> str:
@@ -131,10 +131,6 @@ class Peer(nn.Module):
             lines.append(f"Not evaluated yet: `python -m zoo.evaluate --model {self.name} "
                          f"--out zoo/peers/results/{self.key}.json`.")
         return "\n".join(lines) + "\n"
-
-
-def _mean(values) -> Optional[float]:
-    return float(np.mean(values)) if values else None
 
 
 def check_faces(name: str, images) -> None:
