@@ -2,6 +2,8 @@
 one evaluation of a zoo model and a peer whose table lines up (issue: evaluating a user's set)."""
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 from pathlib import Path
 
@@ -88,6 +90,7 @@ def test_two_commands_evaluate_a_zoo_model_and_a_peer_in_one_table(own_faces, tm
                            f"{next(p for p in read_image_folder(own_faces).paths if p.suffix == '.pgm').relative_to(own_faces)} 0 0\n")
     code = evaluate_main(["--model", "mobilefacenet.y1,peer:sface", "--protocol", str(listing), "--out-dir",
                           str(tmp_path / "results"), "--preview", str(tmp_path / "preview"), "--workers", "1",
+                          "--pairs",
                           "--cache-dir", str(tmp_path / "cache")])
     out, err = capsys.readouterr()
     assert code == 0
@@ -101,6 +104,14 @@ def test_two_commands_evaluate_a_zoo_model_and_a_peer_in_one_table(own_faces, tm
         entry = json.loads((tmp_path / "results" / f"{name}.json").read_text())["protocols"]["pairs"]
         assert entry["fallback_images"] == [faceless] and entry["fallback_alignments"] == 1
         assert entry["conditions"]["blur0"]["accuracy"] > 0.85  # grayscale, 16-bit: still recognised
+        rows = list(csv.DictReader(gzip.open(tmp_path / "results" / f"{name}.pairs.csv.gz", "rt")))
+        blur0 = entry["conditions"]["blur0"]
+        assert len(rows) == blur0["pairs"] and {r["line"].rsplit(":", 1)[0] for r in rows} == {str(listing)}
+        for fold, fold_accuracy in enumerate(blur0["fold_accuracies"]):  # the rows are the metrics' own verdicts
+            mine = [r for r in rows if int(r["fold"]) == fold]
+            assert [float(r["threshold"]) for r in mine] == pytest.approx([blur0["fold_thresholds"][fold]] * len(mine),
+                                                                          abs=1e-6)
+            assert np.mean([r["correct"] == "True" for r in mine]) == pytest.approx(fold_accuracy)
     preview = Image.open(tmp_path / "preview" / "pairs-alignment.png")
     assert preview.width > 1000 and preview.height > 2 * 112
     code = evaluate_main(["--model", "mobilefacenet.y1", "--protocol", str(listing), "--max-fallback", "0.001",

@@ -74,6 +74,35 @@ def embed_images(model, images: np.ndarray, batch_size: int = DEFAULT_BATCH, fli
     return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
 
+def pair_results(pairs: PairList, condition: str, scores: np.ndarray,
+                 fold_thresholds: Sequence[float]) -> List[Dict[str, object]]:
+    """Every pair's similarity, its fold's threshold (learnt on the other 9 folds) and the
+    verdict: what an error browser or a disagreement count needs without recomputing."""
+    folds = np.unique(pairs.folds)
+    threshold_of = {int(f): float(t) for f, t in zip(folds, fold_thresholds)}
+    rows = []
+    for k, (a, b, same, fold, score) in enumerate(zip(pairs.first, pairs.second, pairs.issame, pairs.folds, scores)):
+        threshold = threshold_of[int(fold)]
+        rows.append({"protocol": pairs.name, "condition": condition, "line": pairs.where(k), "first": str(a),
+                     "second": str(b), "same": bool(same), "fold": int(fold), "similarity": round(float(score), 6),
+                     "threshold": round(threshold, 6), "verdict_same": bool(score >= threshold),
+                     "correct": bool((score >= threshold) == same)})
+    return rows
+
+
+def write_pair_results(path: Path, rows: List[Dict[str, object]]) -> None:
+    """Gzipped CSV (a 7,000-pair protocol at three conditions is about 0.5 MB)."""
+    import csv
+    import gzip
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["protocol"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda out: out.write(gzip.compress(text.getvalue().encode(), mtime=0)))
+
+
 def parse_levels(blur: str, lowres: str) -> List[Degradation]:
     names = [f"blur{b.strip()}" for b in blur.split(",") if b.strip()]
     names += [f"lowres{s.strip()}" for s in lowres.split(",") if s.strip()]
@@ -91,7 +120,8 @@ def evaluate_protocol(model, pairs: PairList, conditions: Sequence[Degradation],
                       flip: bool = False, batch_size: int = DEFAULT_BATCH, device: str = "cpu",
                       strict: bool = False, workers: int = 1, progress: bool = True,
                       memo: Optional[Dict[Tuple[str, Path], np.ndarray]] = None,
-                      max_fallback: Optional[float] = None, preview: Optional[Path] = None) -> Dict[str, object]:
+                      max_fallback: Optional[float] = None, preview: Optional[Path] = None,
+                      pair_rows: Optional[List[Dict[str, object]]] = None) -> Dict[str, object]:
     """Metrics of one protocol under each condition, as JSON-ready data.
 
     `memo` (condition name, image) -> embedding lets protocols that share images (CFP-FF and
@@ -99,6 +129,7 @@ def evaluate_protocol(model, pairs: PairList, conditions: Sequence[Degradation],
     reported before any embedding: above WARN_FALLBACK of images without a detected face a
     warning is printed, above `max_fallback` the run stops (DataError); `preview` (a folder)
     gets `<protocol>-alignment.png`, a grid of sample crops and of the faceless images.
+    `pair_rows`, when given, receives one row per pair and condition (`pair_results`).
     """
     memo = {} if memo is None else memo
     aligned = align_files(pairs.images(), cache, workers, progress, desc=f"align {pairs.name}")
@@ -153,11 +184,13 @@ def evaluate_protocol(model, pairs: PairList, conditions: Sequence[Degradation],
         first = np.stack([memo[(condition.name, p)] for p in used.first])
         second = np.stack([memo[(condition.name, p)] for p in used.second])
         scores = metrics.cosine_scores(first, second)
+        values = metrics.verification_metrics(scores, used.issame, used.folds)
         result["conditions"][condition.name] = {
-            "degradation": {"kind": condition.kind, "amount": condition.amount},
-            **metrics.verification_metrics(scores, used.issame, used.folds),
+            "degradation": {"kind": condition.kind, "amount": condition.amount}, **values,
             "embedded_images": len(todo), "embed_and_metrics_seconds": round(time.perf_counter() - start, 2),
         }
+        if pair_rows is not None:
+            pair_rows += pair_results(used, condition.name, scores, values["fold_thresholds"])
     return result
 
 
@@ -222,6 +255,9 @@ TAR@FAR columns are always 0.1, 0.01, 0.001: "n/a" where the list has under 1/FA
     parser.add_argument("--preview", type=Path, metavar="FOLDER",
                         help="write PROTOCOL-alignment.png here: a grid of sample aligned crops and of the images "
                              "without a detected face")
+    parser.add_argument("--pairs", action="store_true",
+                        help="also write every pair's similarity, fold threshold and verdict per condition, as a "
+                             "gzipped CSV beside each JSON (OUT.pairs.csv.gz, or MODEL.pairs.csv.gz in --out-dir)")
     parser.add_argument("--max-fallback", type=float, metavar="FRACTION",
                         help="stop (exit 2) when more than this fraction of a list's images has no detected face, "
                              "e.g. 0.05; default: only warn above 0.05")
@@ -259,8 +295,10 @@ def model_specs(text: str) -> List[str]:
 
 
 def run(args: argparse.Namespace, spec: Optional[str] = None,
-        memo: Optional[Dict[Tuple[str, Path], np.ndarray]] = None) -> Dict[str, object]:
-    """One model's results (`spec`, default --model) on every --protocol, as JSON-ready data."""
+        memo: Optional[Dict[Tuple[str, Path], np.ndarray]] = None,
+        pair_rows: Optional[List[Dict[str, object]]] = None) -> Dict[str, object]:
+    """One model's results (`spec`, default --model) on every --protocol, as JSON-ready data
+    (and, with `pair_rows`, its per-pair rows)."""
     start = time.perf_counter()
     spec = args.model if spec is None else spec
     model, how = resolve_model(spec, _build_options(args.build_option))
@@ -290,7 +328,8 @@ def run(args: argparse.Namespace, spec: Optional[str] = None,
             raise ValueError(f"two protocols are both labelled {pairs.name!r}: rename one of the pair lists")
         results["protocols"][pairs.name] = evaluate_protocol(
             model, pairs, conditions, cache, args.flip, args.batch_size, args.device, args.strict,
-            args.workers, not args.quiet, memo, getattr(args, "max_fallback", None), getattr(args, "preview", None))
+            args.workers, not args.quiet, memo, getattr(args, "max_fallback", None), getattr(args, "preview", None),
+            pair_rows)
     results["seconds"] = round(time.perf_counter() - start, 2)
     return results
 
@@ -306,11 +345,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         specs = model_specs(args.model)
         if len(specs) > 1 and (args.out or args.figures):
             parser.error(f"--out and --figures take one model; {len(specs)} given: use --out-dir")
+        if args.pairs and not (args.out or args.out_dir):
+            parser.error("--pairs writes beside the results: give --out or --out-dir")
         everything = []
         for spec in specs:  # each model embeds anew; alignment is cached and shared
-            everything.append(run(args, spec))
+            rows: Optional[List[Dict[str, object]]] = [] if args.pairs else None
+            everything.append(run(args, spec, pair_rows=rows))
             if args.out_dir:
                 write_json(result_file(args.out_dir, spec), everything[-1])
+            if rows is not None:
+                beside = result_file(args.out_dir, spec) if args.out_dir else args.out
+                write_pair_results(beside.with_suffix(".pairs.csv.gz"), rows)
     except (DataError, ModelNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
