@@ -91,6 +91,23 @@ def run_import(args) -> int:
     return 0
 
 
+def run_export(args) -> int:
+    import sys
+
+    from zoo.export import export_onnx
+
+    try:
+        model = zoo.load(args.model)
+        out = export_onnx(model, args.out, source=args.model)
+    except (FileNotFoundError, zoo.CheckpointError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: {model.inference_form().name}, {model.config.embedding_dim}-d L2-normalised output; "
+          f"input 'faces' (N,3,112,112) = (x - {model.config.input_mean:g}) / {model.config.input_std:g}, "
+          f"{model.config.channel_order}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,9 +116,16 @@ def main(argv=None) -> int:
     sub.add_parser("local", help="markdown table of the local zoo's checkpoints with their accuracy "
                                  "(LFW View 1 / CFP, clean and Gaussian-blurred, %%)")
     add_import_parser(sub)
+    exporter = sub.add_parser("export", help="write a zoo model as ONNX (its inference form, L2-normalised output, "
+                                             "input convention in the metadata)")
+    exporter.add_argument("model", help="a local zoo name, checkpoint folder or hf-hub:ORG/NAME")
+    exporter.add_argument("--format", choices=("onnx",), default="onnx", help="only onnx for now (default)")
+    exporter.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
     args = parser.parse_args(argv)
     if args.command == "import":
         return run_import(args)
+    if args.command == "export":
+        return run_export(args)
     if args.command == "list":
         for name in zoo.model_names():
             model = zoo.build(name, width=args.width)

@@ -102,7 +102,7 @@ class AttentionNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Mode logits (N, 31)."""
         features = self.trunk(self.crops(images))
-        return self.classifier(features.view(len(images), -1))
+        return self.classifier(features.view(images.shape[0], -1))  # shape, not len(): export keeps the batch symbolic
 
 
 @METHODS.register("arface")

@@ -1,0 +1,76 @@
+"""Export a zoo model to ONNX, the form InsightFace, OpenCV and most deployments run.
+
+    python -m zoo export scan-mobilefacenet.fss-ft --format onnx --out scan.onnx
+
+The graph is the model's inference form (`inference_form()`: SCAN's fold, so a SCAN model
+exports as its plain network) followed by L2 normalisation, so its output equals
+`model.embed`. Input: `faces`, (N, 3, 112, 112) float, already scaled by the model's own
+convention; the file's metadata says which (`input_mean`, `input_std`, `channel_order`) and what
+comes out (`embedding_dim`), so a runtime needs nothing from FaceScope to use it.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Dict, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import INPUT_SIZE
+from .data.paths import atomic_write
+from .model import FaceModel
+
+OPSET = 18  # the torch.export-based exporter's (ARFace's area resize needs it; TorchScript's cannot)
+FORMATS = ("onnx",)
+
+
+class _Normalised(nn.Module):
+    """forward = embed: the inference network, then L2 normalisation."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model(faces).float(), dim=1)
+
+
+def onnx_metadata(model: FaceModel, source: str) -> Dict[str, str]:
+    config = model.config
+    return {"producer": "FaceScope zoo.export", "source": source, "architecture": model.name,
+            "embedding_dim": str(config.embedding_dim), "input_size": f"{INPUT_SIZE}x{INPUT_SIZE}",
+            "input_mean": f"{config.input_mean:g}", "input_std": f"{config.input_std:g}",
+            "channel_order": config.channel_order, "output": "L2-normalised embedding; compare by cosine",
+            "config": json.dumps(config.to_dict(), sort_keys=True)}
+
+
+def export_onnx(model: FaceModel, out: Union[str, Path], source: str = "") -> Path:
+    """Write `model`'s inference form as ONNX with a dynamic batch and FaceScope metadata."""
+    import onnx
+
+    if not isinstance(model, FaceModel):
+        raise TypeError(f"{getattr(model, 'name', type(model).__name__)} is not a torch zoo model: only those export "
+                        "(pretrained peers already come as their own files)")
+    network = model.inference_form().eval()
+    example = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
+    scratch = Path(out).with_name(f".{Path(out).name}.export")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # export notes about ops it decomposes
+            torch.onnx.export(_Normalised(network), (example,), str(scratch), input_names=["faces"],
+                              output_names=["embedding"], opset_version=OPSET, dynamo=True, verbose=False,
+                              dynamic_shapes={"faces": {0: torch.export.Dim("batch")}}, external_data=False)
+        graph = onnx.load(str(scratch))
+    finally:
+        scratch.unlink(missing_ok=True)
+    if not graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param:
+        raise RuntimeError(f"{network.name}: the exported graph fixed the batch size; a forward that reads it as "
+                           "a Python int (len(x)) instead of x.shape[0] does that")
+    for key, value in onnx_metadata(network, source or model.name).items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(graph)
+    atomic_write(out, lambda handle: handle.write(graph.SerializeToString()))
+    return Path(out)
