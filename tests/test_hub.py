@@ -225,3 +225,22 @@ def test_publish_cli_end_to_end(server, hub_cache, published, faces, tmp_path, m
     assert "refusing to overwrite a different architecture" in capsys.readouterr().err
     assert publish_cli.main([plain, "--repo-id", "lab/scan-ir18", "--force"]) == 0
     assert_same_weights(published["v1"][0], zoo.load("hf-hub:lab/scan-ir18"))
+
+
+@pytest.mark.fast
+def test_cards_carry_a_model_index_the_hub_renders():
+    """Every zoo card's YAML parses with huggingface_hub.ModelCard and lists each accuracy of
+    its evaluation (protocol x condition), so a published model shows its results on the Hub."""
+    from huggingface_hub import ModelCard
+
+    from zoo import card
+
+    for name in zoo.local_models():
+        config = zoo.read_config(zoo.LOCAL_ZOO / name)
+        text = card.render(zoo.load(name), config.get("training"), config.get("metrics"), name=name,
+                           imported=config.get("imported_from"))
+        data = ModelCard(text).data
+        expected = {(p, c): round(100 * v["accuracy"], 2) for p, e in config["metrics"]["protocols"].items()
+                    for c, v in e["conditions"].items()}
+        assert {(r.dataset_config, r.metric_config): r.metric_value for r in data.eval_results} == expected, name
+        assert data.license_name == "research-only" and data.library_name == "facescope"

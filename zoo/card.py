@@ -16,7 +16,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, Dict, List, Optional
 
-from huggingface_hub import ModelCardData
+from huggingface_hub import EvalResult, ModelCardData
 
 from .model import FaceModel
 from .tables import condition_label, is_clean, markdown_table, protocol_rank
@@ -99,6 +99,26 @@ def extra_config(training: Optional[Dict[str, Any]] = None,
     return extra
 
 
+# Hub dataset ids and readable names of the protocols, for the card's model-index.
+HUB_DATASETS = {"lfw-view1": ("lfw", "LFW View 1 (pairsDevTest)"), "lfw-view2": ("lfw", "LFW View 2 (pairs.txt)"),
+                "cfp-ff": ("cfp", "CFP frontal-frontal"), "cfp-fp": ("cfp", "CFP frontal-profile")}
+
+
+def eval_results(metrics: Optional[Dict[str, Any]]) -> List[EvalResult]:
+    """The card's `model-index`: 10-fold accuracy per protocol and condition, the form the Hub
+    renders on a model page (one result per protocol x condition, the condition in its name)."""
+    results = []
+    for protocol, entry in sorted((metrics or {}).get("protocols", {}).items(), key=lambda item: protocol_rank(item[0])):
+        dataset, title = HUB_DATASETS.get(protocol, (protocol, protocol))
+        for condition, values in entry["conditions"].items():
+            results.append(EvalResult(
+                task_type="face-verification", task_name="Face verification", dataset_type=dataset,
+                dataset_name=title, dataset_config=protocol, dataset_split="test", metric_type="accuracy",
+                metric_name=f"10-fold accuracy, {condition_label(condition, values)}",
+                metric_config=condition, metric_value=round(100 * values["accuracy"], 2)))
+    return results
+
+
 def render(model: FaceModel, training: Optional[Dict[str, Any]] = None,
            metrics: Optional[Dict[str, Any]] = None, name: Optional[str] = None,
            license_name: str = "research-only", imported: Optional[Dict[str, Any]] = None) -> str:
@@ -115,7 +135,8 @@ def render(model: FaceModel, training: Optional[Dict[str, Any]] = None,
         library_name="facescope", license="other", license_name=license_name,
         tags=["face-recognition", "facescope", model.config.method], pipeline_tag="image-feature-extraction",
         datasets=["lfw", "celeba"] if facescope_small else None,
-        metrics=["accuracy", "roc_auc"] if metrics is not None else None)
+        metrics=["accuracy", "roc_auc"] if metrics is not None else None,
+        model_name=name if metrics else None, eval_results=eval_results(metrics) or None)
     parts = [f"---\n{front.to_yaml()}\n---\n", f"# {name}\n", _model_section(model, name, training)]
     if imported:
         parts.append(_imported_section(imported))
