@@ -54,9 +54,11 @@ def aligner_choices():
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python app.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 serves the whole network)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (default $GRADIO_SERVER_NAME, else 127.0.0.1; 0.0.0.0 serves the "
+                             "whole network, as a Hugging Face Space does)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="port (default $GRADIO_SERVER_PORT, else 7860)")
     parser.add_argument("--zoo", type=Path, default=None,
                         help="folder of checkpoints to serve (default $FACESCOPE_ZOO, else zoo/checkpoints)")
     parser.add_argument("--hub-endpoint", default=None, metavar="URL",

@@ -116,17 +116,25 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(zoo_dir: Path, scratch: Path, env: Dict[str, str], args: List[str] = ()) -> Iterator[str]:
-    """`python app.py` on a free port; yields its URL, stops it afterwards (its log is in `scratch`)."""
+def running_app(zoo_dir: Path, scratch: Path, env: Dict[str, str], args: List[str] = (),
+                as_a_space: bool = False) -> Iterator[str]:
+    """`python app.py` on a free port; yields its URL, stops it afterwards (its log is in `scratch`).
+    `as_a_space`: started the way a Hugging Face Space starts it, bare `python app.py` with the
+    address, port and zoo in environment variables."""
     port = free_port()
     log_path = scratch / "app.log"
     environment = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     environment.update({"HF_HUB_CACHE": str(scratch / "hf-cache"), "GRADIO_TEMP_DIR": str(scratch / "gradio"),
                         **env})
+    if as_a_space:
+        environment.update({"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+                            "FACESCOPE_ZOO": str(zoo_dir)})
+        command = [sys.executable, "app.py", *args]
+    else:
+        command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
+                   "--zoo", str(zoo_dir), *args]
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
-                                    "--zoo", str(zoo_dir), *args], cwd=ROOT, env=environment, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT
@@ -588,3 +596,21 @@ def test_broken_checkpoints_in_the_zoo_are_listed_with_why_and_refused(tmp_path)
     result = service.verify(SAME_A, SAME_B, ["good-ir18"])
     assert [v.model for v in result.verdicts] == ["good-ir18"]
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == sorted([*broken, "good-ir18"])  # nothing added
+
+
+def test_the_repository_runs_as_a_hugging_face_space(zoo_dir, tmp_path):
+    """A Space reads the README's front matter (sdk, app_file) and runs `python app.py` with the
+    address and port in GRADIO_SERVER_NAME / GRADIO_SERVER_PORT: started that way, the app answers
+    a pair through gradio_client."""
+    from huggingface_hub import SpaceCard
+
+    card = SpaceCard.load(ROOT / "README.md").data
+    assert card.sdk == "gradio" and card.app_file == "app.py" and (ROOT / card.app_file).is_file()
+    import gradio
+
+    assert card.sdk_version == gradio.__version__  # the Space builds the version the tests ran
+    with running_app(zoo_dir, tmp_path, {}, as_a_space=True) as url:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        data = verify(client, SAME_A, SAME_B, [REFERENCE])[0]
+        assert data["models"][0]["model"] == REFERENCE and data["models"][0]["same"]
+
