@@ -44,10 +44,15 @@ class TrainObjective(nn.Module):
         self.model, self.head = model, head
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor):
-        """Raw embeddings, logits, and the unweighted loss terms of one batch."""
+        """Raw embeddings, logits, and the unweighted loss terms of one batch.
+
+        The network may run under autocast (bf16); the head never does: cosines, margins, hard
+        masks and logits are fp32 whatever the caller's autocast, as are the loss terms."""
         embeddings = self.model(images)
-        recognition, logits = self.head.loss(embeddings.float(), labels)
-        return embeddings, logits, {"recognition": recognition, **self.model.auxiliary_losses()}
+        auxiliary = {name: value.float() for name, value in self.model.auxiliary_losses().items()}
+        with torch.autocast(embeddings.device.type, enabled=False):
+            recognition, logits = self.head.loss(embeddings.float(), labels)
+        return embeddings, logits, {"recognition": recognition, **auxiliary}
 
 
 class PackedFaces:
@@ -221,21 +226,24 @@ class Trainer:
             with open(self.run_dir / file, "a") as out:
                 out.write(json.dumps(record) + "\n")
 
+    def autocast(self):
+        """Mixed precision for the forward pass and the loss only (`run.amp`: bf16 on GPUs by
+        default); backward, the optimiser steps and the heads stay out of it."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
+
     def fit(self) -> Dict[str, Any]:
         run = self.config["run"]
         self.objective.train()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
                    desc=f"{self.model.name} ({self.config['recipe']})", unit="step")
         window_start, window_images, last = time.perf_counter(), 0, {}
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext())
         fit_start = time.perf_counter() - self.train_seconds
         while self.step < self.total_steps:
             torch.manual_seed((int(run["seed"]) * 1_000_003 + self.step) * 131 + self.rank)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * group["lr_scale"]
             images, labels = self.batch()
-            with autocast:
-                result = training_step(self, images, labels)
+            result = training_step(self, images, labels)
             self.recorders.observe(result, labels)
             self.step += 1
             window_images += len(labels) * self.world

@@ -37,7 +37,8 @@ def check_finite(terms: Dict[str, torch.Tensor], step: int, lr: float) -> None:
 
 def forward_losses(trainer, images, labels):
     """Recognition + auxiliary losses of one forward pass, weighted by the recipe's [aux]."""
-    embeddings, _logits, raw_terms = trainer.objective(images, labels)
+    with trainer.autocast():
+        embeddings, _logits, raw_terms = trainer.objective(images, labels)
     weights = trainer.config["aux"]
     terms = {name: float(weights.get(name, 1.0)) * value for name, value in raw_terms.items()
              if name == "recognition" or float(weights.get(name, 1.0))}

@@ -72,7 +72,15 @@ def _centre_crop_operator(device) -> torch.Tensor:
 
 
 def scale_kernel(weight: torch.Tensor, t: torch.Tensor, norm: str = "eq2") -> torch.Tensor:
-    """k_s = t * crop3x3(k (*) g_t) for a (C_out, C_in, 3, 3) kernel and (C_out,) scales."""
+    """k_s = t * crop3x3(k (*) g_t) for a (C_out, C_in, 3, 3) kernel and (C_out,) scales.
+
+    Always in the parameters' own precision, outside any autocast: the kernel is tiny, and a
+    bf16 einsum would hand t a bf16 gradient (the conv that uses k_s may still autocast)."""
+    with torch.autocast(weight.device.type, enabled=False):
+        return _scale_kernel(weight.float(), t.float(), norm).to(weight.dtype)
+
+
+def _scale_kernel(weight: torch.Tensor, t: torch.Tensor, norm: str) -> torch.Tensor:
     g = gaussian_kernels(t, norm)
     off = _centre_crop_operator(weight.device)
     # blur[o, i, a, j, b] = g[o, i-a+2, j-b+2]
@@ -101,9 +109,13 @@ class _WeightOnlyConvGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        """dL/dk in the kernel's dtype. Under autocast the forward conv ran in bf16 while the saved
+        input stayed fp32: the weight-gradient conv takes both in one dtype (cuDNN and oneDNN
+        refuse a mix), the gradient's, as autograd's own conv backward would."""
         inputs, weight = ctx.saved_tensors
-        grad_weight = torch.nn.grad.conv2d_weight(inputs, weight.shape, grad_output, ctx.stride, 1, 1, ctx.groups)
-        return None, None, grad_weight, None, None
+        grad_weight = torch.nn.grad.conv2d_weight(inputs.to(grad_output.dtype), weight.shape, grad_output,
+                                                  ctx.stride, 1, 1, ctx.groups)
+        return None, None, grad_weight.to(weight.dtype), None, None
 
 
 class ScaleAttentionConv2d(nn.Module):
