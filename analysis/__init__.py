@@ -13,6 +13,7 @@ app and the tests use directly) and a function turning that data into a plotly f
 | scale maps and blur sweep | scale_maps, scale_sweep | scale_maps_figure | SCAN |
 | attention | attention (residual_attention, pyramid_masks, patch_policy) | attention_figure | SRANet, HPDA, ARFace |
 | Grad-CAM of similarity | gradcam_similarity | gradcam_figure | any |
+| occlusion sensitivity of similarity | occlusion_sensitivity | occlusion_figure | any, peers too |
 | hard pos./neg. correlation (NPCFace) | records_correlation, model_hard_samples | epochs_figure, hard_samples_figure | any |
 | embedding UMAP | embedding_umap | umap_figure | any |
 
@@ -31,11 +32,12 @@ from .embeddings import EmbeddingCache, EmbeddingMap, embed_faces, embedding_uma
 from .export import png_export_status, save, save_all
 from .gradcam import GradCamMaps, SimilarityTarget, gradcam_figure, gradcam_similarity
 from .images import as_face, as_faces, overlay, resize_map
+from .occlusion import Occlusion, landmark_boxes, occlusion_figure, occlusion_sensitivity
 from .scale_map import ScaleMaps, scale_layers, scale_maps, scale_maps_figure, scale_sweep
 from .t_density import TDensity, model_t, records_t, reflected_kde, t_densities, t_density_figure
 
 __all__ = [
-    "AnalysisError", "EmbeddingCache", "EmbeddingMap", "EpochCorrelation", "GradCamMaps", "HardSamples",
+    "AnalysisError", "Occlusion", "landmark_boxes", "occlusion_figure", "occlusion_sensitivity", "EmbeddingCache", "EmbeddingMap", "EpochCorrelation", "GradCamMaps", "HardSamples",
     "PatchPolicy", "PyramidMasks", "ResidualAttention", "ScaleMaps", "SimilarityTarget", "TDensity", "as_face",
     "as_faces", "attention", "attention_figure", "available_analyses", "centre_distances", "embed_faces",
     "embedding_umap", "epochs_figure", "gradcam_figure", "gradcam_similarity", "hard_samples_figure",

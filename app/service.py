@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+import analysis
 import zoo
 from zoo.data import Aligner, make_aligner
 
@@ -24,6 +25,7 @@ from .photos import APP_ALIGNER, Pair, Photo, PhotoCache
 from .tabs.blur_lab import BlurCurve, blur_curve, degradation
 from .tabs.embeddings import GALLERY_DIR, GalleryMap, GalleryPlacement, Progress
 from .tabs.explain import Explanations, detail_entry, explain
+from .tabs.occlusion import occlusion
 from .tabs.verify import Verification, verdicts
 from .tabs.zoo_tab import card, zoo_table
 
@@ -83,6 +85,13 @@ class Service:
         entries = self.models.select(models)
         detail = detail_entry(entries, self.models.select([detail_model])[0] if detail_model else None)
         return explain(entries, detail, self.pair(path_a, path_b, index_a, index_b), self._lock)
+
+    def occlusion(self, path_a, path_b, model: Optional[str] = None, patch: int = 16, stride: int = 8,
+                  index_a: int = 0, index_b: int = 0) -> Tuple[Pair, "analysis.Occlusion"]:
+        """How face A's similarity to face B drops as each part of A is greyed out (any model)."""
+        entry = self.models.select([model] if model else None)[0]
+        pair = self.pair(path_a, path_b, index_a, index_b)
+        return pair, occlusion(entry, pair, patch, stride, self._lock)
 
     def place_in_gallery(self, path_a=None, path_b=None, model: Optional[str] = None, index_a: int = 0,
                          index_b: int = 0, progress: Optional[Progress] = None) -> GalleryPlacement:

@@ -24,12 +24,15 @@ from typing import List, Optional
 import gradio as gr
 import pandas as pd
 
+import analysis
+
 from zoo.data.align import SIZE
 
 from .photos import Photo, rounded
 from .service import Service
 from .status import Failures, escape, status_text
 from .tabs.blur_lab import MAX_SIGMA, MIN_SIDE, curve_figure
+from .tabs.occlusion import DEFAULT_PATCH, DEFAULT_STRIDE, PATCH_SIZES
 from .tabs.verify import similarity_figure, verdict_html
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -209,6 +212,38 @@ def explain_tab(service: Service, failures: Failures, pair_inputs: list, model_c
     return detail_choice
 
 
+def occlusion_tab(service: Service, failures: Failures, pair_inputs: list, names: List[str]) -> gr.Dropdown:
+    """The Occlusion tab; returns its model chooser."""
+    with gr.Tab("Occlusion"):
+        with gr.Row():
+            model = gr.Dropdown(names, value=names[0] if names else None, allow_custom_value=True, label="model")
+            patch = gr.Slider(*PATCH_SIZES, value=DEFAULT_PATCH, step=2, label="grey patch side (pixels at 112)")
+            stride = gr.Slider(2, PATCH_SIZES[1], value=DEFAULT_STRIDE, step=1, label="stride (pixels)")
+        button = gr.Button("Grey out face A, part by part", variant="primary")
+        status = gr.Markdown()
+        plot = gr.Plot(label="similarity drop over face A, and per landmark patch")
+        with gr.Accordion("details (JSON)", open=False):
+            details = gr.JSON(label="occlusion")
+
+    def run(photo_a, photo_b, face_a, face_b, chosen, patch_side, step, request: gr.Request):
+        with failures.reported(request, "occlusion"):
+            pair, data = service.occlusion(photo_a, photo_b, chosen, patch_side, step, _face_index(face_a),
+                                           _face_index(face_b))
+        strongest = max(data.landmarks, key=data.landmarks.get)
+        notes = pair.notes + [f"{data.model}: similarity {data.similarity:.3f}; greying the {strongest} lowers it most "
+                              f"({data.landmarks[strongest]:.3f}); {data.drops.size} occluded copies in "
+                              f"{data.seconds:.1f} s"]
+        payload = {**pair.describe(), "model": data.model, "similarity": round(data.similarity, 6),
+                   "patch": data.patch, "stride": data.stride, "landmark_drops": {
+                       k: round(v, 6) for k, v in data.landmarks.items()},
+                   "drops": data.drops.round(6).tolist(), "seconds": round(data.seconds, 3)}
+        return payload, analysis.occlusion_figure(data), status_text(notes)
+
+    event = button.click(run, pair_inputs + [model, patch, stride], [details, plot, status], api_name="occlusion")
+    event.failure(failures.shower("occlusion", 2), None, [status, details, plot], api_visibility="private")
+    return model
+
+
 def embeddings_tab(service: Service, failures: Failures, pair_inputs: list, names: List[str]) -> gr.Dropdown:
     """The Embeddings tab; returns its model chooser."""
     with gr.Tab("Embeddings"):
@@ -276,8 +311,8 @@ def zoo_tab(service: Service, failures: Failures, demo: gr.Blocks, choosers: Lis
         """Updates of every model chooser, after a pull or when a page (re)loads."""
         usable = service.model_names()
         top = selected or (usable[0] if usable else None)
-        return (gr.update(choices=usable, value=usable), gr.update(choices=usable, value=top),
-                gr.update(choices=usable, value=top),
+        singles = [gr.update(choices=usable, value=top) for _ in choosers[1:-1]]  # one model each
+        return (gr.update(choices=usable, value=usable), *singles,
                 gr.update(choices=[e.name for e in service.entries()], **({"value": selected} if selected else {})))
 
     def pull_model(repo_id, revision, request: gr.Request):
@@ -332,6 +367,7 @@ def build(service: Service) -> gr.Blocks:
             verify_tab(service, failures, pair_inputs, model_choice)
             blur_lab_tab(service, failures, pair_inputs, model_choice)
             detail_choice = explain_tab(service, failures, pair_inputs, model_choice, names)
+            occlusion_choice = occlusion_tab(service, failures, pair_inputs, names)
             umap_choice = embeddings_tab(service, failures, pair_inputs, names)
-            zoo_tab(service, failures, demo, [model_choice, detail_choice, umap_choice])
+            zoo_tab(service, failures, demo, [model_choice, detail_choice, occlusion_choice, umap_choice])
     return demo

@@ -49,8 +49,8 @@ SAME_ALIGNMENT_TOLERANCE = 16
 HUB_REPO = "facescope/hub-copy"
 REFERENCE = "mobilefacenet.y1"  # the embedded zoo's imported reference: there for good
 EMBEDDED_ZOO = Path(zoo.__file__).resolve().parent / "checkpoints"
-ENDPOINTS = ("/detect_faces", "/verify", "/blur_curve", "/explain", "/embeddings", "/zoo_list", "/model_card",
-             "/pull_model")
+ENDPOINTS = ("/detect_faces", "/verify", "/blur_curve", "/explain", "/occlusion", "/embeddings", "/zoo_list",
+             "/model_card", "/pull_model")
 START_TIMEOUT = 600  # seconds: importing torch and gradio on a CPU busy with training is slow
 
 
@@ -396,6 +396,21 @@ def test_pretrained_peers_are_reference_models(client, models):
     assert placed["model"] == "peer:sface" and placed["nearest"]["photo A"][0]["person"] == "Leonardo_DiCaprio"
     card = client.predict("peer:dlib", api_name="/model_card")
     assert "pretrained peer" in card and "not identity-disjoint" in card
+
+
+def test_occlusion_shows_what_face_a_matches_on(client, models):
+    """The Occlusion tab for the reference and a peer: greying the face's middle costs more
+    similarity than greying its border, every landmark patch is measured, sizes are checked."""
+    for model in (REFERENCE, "peer:sface"):
+        data, figure, status = client.predict(handle_file(SAME_A), handle_file(SAME_B), 1, 1, model, 16, 8,
+                                              api_name="/occlusion")
+        drops = np.array(data["drops"])
+        assert data["model"] == model and drops.shape == (13, 13) and figure["type"] == "plotly"
+        assert drops[4:9, 3:10].mean() > 3 * abs(np.r_[drops[0], drops[-1]].mean()), drops.round(3)
+        assert len(data["landmark_drops"]) == 5 and max(data["landmark_drops"].values()) > 0.02
+        assert "lowers it most" in status
+    with pytest.raises(AppError, match="stride 20 px: choose 2 to the patch size"):
+        client.predict(handle_file(SAME_A), handle_file(SAME_B), 1, 1, REFERENCE, 16, 20, api_name="/occlusion")
 
 
 def test_embeddings_place_the_photos(client, models):
