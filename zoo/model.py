@@ -8,8 +8,9 @@ name is `<method>-<backbone>` (`scan-ir50`) or just the backbone for the plain m
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -140,13 +141,19 @@ class FaceModel(nn.Module):
     def embed(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """L2-normalised embeddings in eval mode, batched so large sets fit in memory."""
         check_images(images, self.name)
+        with self.evaluating():
+            chunks = [self(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return F.normalize(torch.cat(chunks).float(), dim=1)
+
+    @contextmanager
+    def evaluating(self) -> Iterator["FaceModel"]:
+        """Eval mode for the block, then back to whichever mode the model was in."""
         was_training = self.training
         self.eval()
         try:
-            chunks = [self(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+            yield self
         finally:
             self.train(was_training)
-        return F.normalize(torch.cat(chunks).float(), dim=1)
 
     @torch.no_grad()
     def explain(self, images: torch.Tensor) -> Explanation:

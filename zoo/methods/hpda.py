@@ -303,12 +303,8 @@ class HPDAModel(FaceModel):
         """L_D of `images` in eval mode, whatever `diverse` says (so the "w/o diverse learning"
         ablation can be compared): (N,), averaged over the tapped layers; empty without PDA."""
         check_images(images, self.name)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             _, masks = self._embed_with_masks(images)
-        finally:
-            self.train(was_training)
         return self._divergence(masks) if masks else images.new_zeros(0)
 
     def init_from(self, trained: FaceModel) -> List[str]:
@@ -358,12 +354,8 @@ class HPDAModel(FaceModel):
         "divergence/layer{l}": each face's L_D of that layer's masks at their own scale, (N,).
         """
         check_images(images, self.name)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             _, masks = self._embed_with_masks(images)
-        finally:
-            self.train(was_training)
         explanation = Explanation()
         if masks:
             explanation.values["tapped_blocks"] = torch.tensor(self.tapped_blocks)

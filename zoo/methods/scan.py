@@ -231,12 +231,10 @@ class _ScaleMapMixin:
         for key, (module, _) in layers.items():
             hooks.append(module.register_forward_hook(
                 lambda _m, _i, out, key=key: responses.__setitem__(key, out.detach())))
-        was_training = self.training
-        self.eval()
         try:
-            self(images)
+            with self.evaluating():
+                self(images)
         finally:
-            self.train(was_training)
             for hook in hooks:
                 hook.remove()
         explanation = Explanation()

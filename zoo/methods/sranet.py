@@ -221,9 +221,7 @@ class SRANetModel(FaceModel):
         crop_top, crop_left = (INPUT_SIZE - crop_height) // 2, (INPUT_SIZE - crop_width) // 2
         explanation = Explanation()
         maps, values = explanation.maps, explanation.values
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             x = self.backbone.begin(images)
             for i, (block, attention) in enumerate(zip(self.backbone.blocks, self.attention)):
                 before, kept = block(x), []
@@ -240,8 +238,6 @@ class SRANetModel(FaceModel):
                     maps[f"spatial_attention/block{i}"] = spatial_attention[:, row, col].clone()
                     if self.backbone.block_stage[i] >= keep_matrix_from:
                         values[f"spatial_attention_matrix/block{i}"] = spatial_attention.flatten(3).flatten(1, 2)
-        finally:
-            self.train(was_training)
         return explanation
 
 
