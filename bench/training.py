@@ -39,7 +39,7 @@ TRAIN_SET = Path(__file__).resolve().parents[1] / "cache" / "packed" / "facescop
 GDC = "model.head='gdc'"
 # label -> (recipe, model on the CPU, model on the GPU, overrides of train/zoo_small.sh for the CPU run)
 METHODS: Dict[str, tuple] = {
-    "ir18": ("arcface", "ir18", "ir50", [GDC]),
+    "ir18": ("baseline", "ir18", "ir50", [GDC]),
     "scan-ir18": ("scan", "scan-ir18", "scan-ir50", [GDC]),
     "sranet-ir18": ("sranet", "sranet-ir18", "sranet-ir50", [GDC]),
     "arface-ir18": ("arface", "arface-ir18", "arface-ir50", [GDC, "loss.name='arcface'", "loss.m=0.5"]),

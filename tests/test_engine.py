@@ -48,7 +48,7 @@ def dataset_loss(trainer):
     return loss.item()
 
 
-MODELS = {"arcface": "model.name='ir18'", "scan": "model.name='scan-ir18'", "sranet": "model.name='sranet-ir18'",
+MODELS = {"baseline": "model.name='ir18'", "scan": "model.name='scan-ir18'", "sranet": "model.name='sranet-ir18'",
           "arface": "model.name='arface-ir18'", "hpda": "model.name='hpda-mobilefacenet'",
           "npcface": "model.name='ir18'"}
 
@@ -121,7 +121,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(packed, tmp_path):
 
 
 def test_existing_run_needs_resume(packed, tmp_path):
-    args = ["arcface", "--data", str(packed), "--out", str(tmp_path), "--device", "cpu", "--no-progress",
+    args = ["baseline", "--data", str(packed), "--out", str(tmp_path), "--device", "cpu", "--no-progress",
             "--set", "model.width=0.25", "--set", "model.head='gdc'", "--set", "optim.batch_size=16",
             "--set", "run.max_steps=1"]
     run = lambda *extra: subprocess.run([sys.executable, "-m", "train.run", *args, *extra], cwd=REPO,
@@ -140,7 +140,7 @@ def _free_port():
 def test_two_process_torchrun_on_cpu(packed, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "train.run", "arcface", "--data", str(packed),
+           "--master_port", str(_free_port()), "-m", "train.run", "baseline", "--data", str(packed),
            "--out", str(out), "--device", "cpu", "--no-progress", "--threads", "1",
            "--set", "model.name='ir18'", "--set", "model.width=0.25", "--set", "model.head='gdc'",
            "--set", "optim.batch_size=16", "--set", "run.max_steps=3", "--set", "run.log_every=1"]
@@ -161,7 +161,7 @@ def test_non_finite_loss_stops_with_a_clear_message(packed, tmp_path):
 
 
 def test_recipe_errors_name_the_problem(tmp_path):
-    with pytest.raises(ConfigError, match="recipes: arcface, arface, finetune, finetune-blur, finetune-npcface, hpda, npcface, scan, sranet"):
+    with pytest.raises(ConfigError, match="recipes: arface, baseline, finetune, finetune-blur, finetune-npcface, hpda, npcface, scan, sranet"):
         load_recipe("nope")
     with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
         load_recipe("scan", ["lr=0.1"])
@@ -179,4 +179,4 @@ def test_empty_or_tiny_training_sets_are_refused(tmp_path):
         PackedFaces(path)
     np.savez(path, images=np.zeros((4, 112, 112, 3), np.uint8), labels=np.arange(4))
     with pytest.raises(ValueError, match="cannot fill one batch"):
-        Trainer(recipe("arcface", "model.name='ir18'"), PackedFaces(path), tmp_path, device="cpu")
+        Trainer(recipe("baseline", "model.name='ir18'"), PackedFaces(path), tmp_path, device="cpu")

@@ -16,7 +16,7 @@ from train.config import load_recipe
 from train.engine import PackedFaces, Trainer, TrainObjective
 from train.losses import LOSSES, build_loss
 
-RECIPES = {"arcface": "model.name='ir18'", "scan": "model.name='scan-ir18'", "sranet": "model.name='sranet-ir18'",
+RECIPES = {"baseline": "model.name='ir18'", "scan": "model.name='scan-ir18'", "sranet": "model.name='sranet-ir18'",
            "arface": "model.name='arface-ir18'", "hpda": "model.name='hpda-mobilefacenet'",
            "npcface": "model.name='ir18'"}
 BF16 = ["model.width=0.25", "optim.batch_size=8", "run.max_steps=1", "run.log_every=1", "run.checkpoint_every=1000",

@@ -34,12 +34,12 @@ publish() {  # NAME: the finished run becomes $FACESCOPE_ZOO/NAME, evaluated cle
 }
 mkdir -p runs
 # SRANet's spatial attention at 56x56 makes it ~5x slower than the rest: it gets a stream to itself.
-train sranet-ir18 sranet --set "model.name='sranet-ir18'" --set "model.head='gdc'" &
+train sranet-ir18.fss-scratch sranet --set "model.name='sranet-ir18'" --set "model.head='gdc'" &
 (
-  train ir18-arcface arcface --set "model.name='ir18'" --set "model.head='gdc'"
-  train scan-ir18 scan --set "model.name='scan-ir18'" --set "model.head='gdc'"
-  train ir18-npcface npcface --set "model.name='ir18'" --set "model.head='gdc'"
-  train hpda-mobilefacenet hpda --set "model.name='hpda-mobilefacenet'" --set model.hbp_dim=128
-  train arface-ir18 arface --set "model.name='arface-ir18'" --set "model.head='gdc'" --set "loss.name='arcface'" --set loss.m=0.5
+  train ir18.fss-scratch baseline --set "model.name='ir18'" --set "model.head='gdc'"
+  train scan-ir18.fss-scratch scan --set "model.name='scan-ir18'" --set "model.head='gdc'"
+  train ir18.fss-scratch-npcface npcface --set "model.name='ir18'" --set "model.head='gdc'"
+  train hpda-mobilefacenet.fss-scratch hpda --set "model.name='hpda-mobilefacenet'" --set model.hbp_dim=128
+  train arface-ir18.fss-scratch arface --set "model.name='arface-ir18'" --set "model.head='gdc'" --set "loss.name='arcface'" --set loss.m=0.5
 ) &
 wait
