@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
         backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
+        if backend == "nccl":  # before any CUDA work: else every rank's implicit allocations land on GPU 0
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
     try:
         config = load_recipe(args.recipe, args.overrides)
