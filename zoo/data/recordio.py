@@ -62,7 +62,17 @@ def unpack_record(record: bytes, source: str = "<record>") -> Tuple[IRHeader, by
     return IRHeader(flag, label, id1, id2), rest
 
 
-class RecordIOWriter:
+class _Closing:
+    """`with reader_or_writer:` calls its `close()` at the end."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RecordIOWriter(_Closing):
     """Writes records and their index, byte-compatible with mxnet.recordio.MXIndexedRecordIO."""
 
     def __init__(self, rec_path: PathLike, idx_path: PathLike):
@@ -86,14 +96,8 @@ class RecordIOWriter:
         self._rec.close()
         self._idx.close()
 
-    def __enter__(self) -> "RecordIOWriter":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class RecordIOReader:
+class RecordIOReader(_Closing):
     """Random access to records through the `.idx` offsets."""
 
     def __init__(self, rec_path: PathLike, idx_path: Optional[PathLike] = None):
@@ -162,12 +166,6 @@ class RecordIOReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> "RecordIOReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class RecordIODataset:

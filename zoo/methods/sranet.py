@@ -71,17 +71,24 @@ def zero_init_bn(channels: int) -> nn.BatchNorm2d:
     return bn
 
 
-class SelfChannelAttention(nn.Module):
-    """Light SCA: returns (F_C, A_C) with A_C of shape (N, C, C/reduction)."""
+class _SelfAttention(nn.Module):
+    """The three 1x1 projections (theta, phi, rho) and the zero-initialised BN both attentions
+    share; `full` names the projections that keep all channels (the rest reduce them)."""
 
-    def __init__(self, channels: int, variant: str, pool_size: int, reduction: int):
+    def __init__(self, channels: int, variant: str, pool_size: int, reduction: int, full: Tuple[str, ...]):
         super().__init__()
         reduced = max(1, channels // reduction)
         self.variant, self.pool_size = variant, pool_size
-        self.theta = nn.Conv2d(channels, channels, 1)
-        self.phi = nn.Conv2d(channels, reduced, 1)
-        self.rho = nn.Conv2d(channels, reduced, 1)
+        for name in ("theta", "phi", "rho"):
+            setattr(self, name, nn.Conv2d(channels, channels if name in full else reduced, 1))
         self.bn = zero_init_bn(channels)
+
+
+class SelfChannelAttention(_SelfAttention):
+    """Light SCA: returns (F_C, A_C) with A_C of shape (N, C, C/reduction)."""
+
+    def __init__(self, channels: int, variant: str, pool_size: int, reduction: int):
+        super().__init__(channels, variant, pool_size, reduction, full=("theta",))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = x.shape
@@ -92,17 +99,11 @@ class SelfChannelAttention(nn.Module):
         return x + self.bn(refined.view(n, c, h, w)), attention
 
 
-class SelfSpatialAttention(nn.Module):
+class SelfSpatialAttention(_SelfAttention):
     """Light SSA: returns (F_S, A_S) with A_S shaped (N, H, W, h', w'): per query, its key grid."""
 
     def __init__(self, channels: int, variant: str, pool_size: int, reduction: int):
-        super().__init__()
-        reduced = max(1, channels // reduction)
-        self.variant, self.pool_size = variant, pool_size
-        self.theta = nn.Conv2d(channels, reduced, 1)
-        self.phi = nn.Conv2d(channels, reduced, 1)
-        self.rho = nn.Conv2d(channels, channels, 1)
-        self.bn = zero_init_bn(channels)
+        super().__init__(channels, variant, pool_size, reduction, full=("rho",))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = x.shape
