@@ -1,5 +1,8 @@
 """FaceScope analyses: the papers' figures, computed for any zoo model.
 
+May import `zoo` (models, data, evaluation helpers) and third-party libraries; never `train`
+or `app` (tests/test_layers.py). The app imports this package.
+
 Every analysis is a function returning plain data (a dataclass of numpy arrays, which the
 app and the tests use directly) and a function turning that data into a plotly figure:
 
