@@ -297,27 +297,6 @@ def test_gradcam_takes_a_reference_embedding_of_the_models_size(zoo_model, faces
 
 # --- NPCFace: hard positive-negative correlation --------------------------------------------------
 
-def test_pearson_on_hand_built_cases():
-    assert A.pearson(*LINE) == pytest.approx(1.0)
-    assert A.pearson(*ANTI) == pytest.approx(-1.0)
-    assert A.pearson(*TEXTBOOK) == pytest.approx(0.8)
-    assert np.isnan(A.pearson([0.1, 0.2], [0.3, 0.1])) and np.isnan(A.pearson([1, 2, 3], [5, 5, 5]))
-
-
-@pytest.mark.parametrize("pairs, r", [(LINE, 1.0), (ANTI, -1.0), (TEXTBOOK, 0.8)])
-def test_centre_distances_find_hard_samples_and_their_correlation(pairs, r):
-    # Centres e1 (class 0) and e2 (class 1). A class-0 sample (c0, c1, z) has d_own = 1 - c0 and
-    # d_nearest = 1 - c1; hard ones get d_nearest < d_own. Easy samples sit on the centres.
-    d_own, d_nearest = map(np.asarray, pairs)
-    c0, c1 = 1 - d_own, 1 - d_nearest
-    hard = np.stack([c0, c1, np.sqrt(1 - c0 ** 2 - c1 ** 2)], axis=1)
-    easy = np.array([[1.0, 0, 0], [0.9, 0.1, 0.4], [0, 1.0, 0], [0.2, 0.95, 0.1]])
-    data = A.centre_distances(np.r_[hard, easy], [0] * 5 + [0, 0, 1, 1], centres=np.eye(3)[:2])
-    assert data.hard.tolist() == [True] * 5 + [False] * 4
-    assert np.allclose(data.d_own[:5], d_own) and np.allclose(data.d_nearest[:5], d_nearest)
-    assert data.r == pytest.approx(r)
-
-
 def test_correlation_and_cosine_overlap_over_epochs(tmp_path, renders):
     zipped = lambda pairs: [list(p) for p in zip(*pairs)]
     path = write_records(tmp_path / "records.jsonl", [
@@ -405,21 +384,3 @@ def test_cli_writes_html_json_and_png(zoo_model, tmp_path, monkeypatch, capsys, 
     with pytest.raises(SystemExit) as help_exit:
         cli(["umap", "--help"])
     assert help_exit.value.code == 0 and "--per-identity" in capsys.readouterr().out
-
-
-def test_occlusion_sensitivity_maps_the_match_onto_the_face(data_root):
-    """Greying the middle of a face costs its match to another photo of the person more than
-    greying the border, for a trained model; the map is the mean drop of the covering patches."""
-    from zoo.data import load_image, make_aligner
-
-    align = make_aligner()
-    person = sorted((data_root / "lfw" / "images" / "Colin_Powell").glob("*.jpg"))
-    first, second = (align.align(load_image(p)).image for p in person[:2])
-    model = zoo.load(REFERENCE)
-    data = A.occlusion_sensitivity(model, first, second, patch=16, stride=8)
-    assert data.drops.shape == (13, 13) and data.map.shape == (112, 112)
-    assert data.map[40:90, 30:82].mean() > 3 * abs(np.r_[data.map[:10].ravel(), data.map[-10:].ravel()].mean())
-    assert data.drops[0, 0] == pytest.approx(data.map[:8, :8].mean(), abs=1e-6)  # only one patch covers a corner
-    assert set(data.landmarks) == set(A.landmark_boxes()) and max(data.landmarks.values()) > 0.02
-    with pytest.raises(ValueError, match="stride must be 1 to the patch size"):
-        A.occlusion_sensitivity(model, first, second, patch=8, stride=9)

@@ -13,152 +13,25 @@ Hub pulls go to `hub_server.LocalHub`; the unreachable hub is a closed port on 1
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import re
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Dict, Iterator, List
 
 import numpy as np
 import pytest
-import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import zoo
-from hostile import break_checkpoints, twenty_faces
+from app_server import (ENDPOINTS, HUB_REPO, OTHER, REFERENCE, ROOT, SAME_A, SAME_ALIGNMENT_TOLERANCE, SAME_B, aligned,
+                        awkward_photos, configs, expected_threshold, first_model, free_port, pixels, running_app,
+                        verify, zoo_for_tests)
+from hostile import twenty_faces
 from hub_server import LocalHub
-from zoo import card, hub
-
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "app" / "examples"
-SAME_A, SAME_B = EXAMPLES / "leonardo_dicaprio_1.jpg", EXAMPLES / "leonardo_dicaprio_2.jpg"
-OTHER = EXAMPLES / "condoleezza_rice.jpg"
-# Mean grey-level gap under which two crops are "the same photo aligned alike". With YuNet a
-# copy of SAME_A lands 3.4 (grayscale) to 12.8 (transparent frame) levels from the original's
-# crop; another photo of the same person lands 49 away and other people's 51-88.
-SAME_ALIGNMENT_TOLERANCE = 16
-HUB_REPO = "facescope/hub-copy"
-REFERENCE = "mobilefacenet.y1"  # the embedded zoo's imported reference: there for good
-EMBEDDED_ZOO = Path(zoo.__file__).resolve().parent / "checkpoints"
-ENDPOINTS = ("/detect_faces", "/verify", "/blur_curve", "/explain", "/occlusion", "/embeddings", "/zoo_list",
-             "/model_card", "/pull_model")
-START_TIMEOUT = 600  # seconds: importing torch and gradio on a CPU busy with training is slow
-
-
-# ---- helpers shared with test_app_browser.py ----------------------------------------------------
-
-def _metrics(threshold: float) -> Dict:
-    """A card.summarize-shaped record, so the Zoo tab has accuracies to show (made-up numbers)."""
-    def condition(amount, accuracy):
-        return {"kind": "blur", "amount": amount, "pairs": 1000, "accuracy": accuracy, "accuracy_std": 0.01,
-                "auc": accuracy, "tar_at_far": {"0.1": 0.2}, "threshold": threshold}
-
-    return {"evaluated_model": "test", "flip_test": False, "max_pairs": None, "aligner": "test",
-            "protocols": {"lfw-view1": {"pairs_total": 1000, "pairs_skipped": 0, "fallback_alignments": 0,
-                                        "conditions": {"blur0": condition(0, 0.61), "blur4": condition(4, 0.55)}},
-                          "cfp-fp": {"pairs_total": 1000, "pairs_skipped": 0, "fallback_alignments": 0,
-                                     "conditions": {"blur0": condition(0, 0.58)}}},
-            "threshold": threshold, "threshold_from": "lfw-view1 blur0: made up for the app's tests"}
-
-
-def make_zoo(folder: Path) -> Path:
-    """The reference mobilefacenet.y1 without a threshold (as imported), then untrained small models
-    with a card's threshold: a plain one and each method with maps (named in alphabetical order,
-    so the app's order - imported, plain, methods - differs from the folders')."""
-    folder.mkdir(parents=True, exist_ok=True)
-    reference = shutil.copytree(EMBEDDED_ZOO / REFERENCE, folder / REFERENCE)
-    config = json.loads((reference / "config.json").read_text())
-    for key in ("threshold", "metrics"):  # should the embedded copy be evaluated one day: as imported
-        config.pop(key, None)
-    (reference / "config.json").write_text(json.dumps(config, indent=2))
-    torch.manual_seed(0)
-    small = {"width": 0.25, "embedding_dim": 128}
-    models = {"arface-mobilefacenet.untrained": zoo.build("arface-mobilefacenet", **small),
-              "hpda-mobilefacenet.untrained": zoo.build("hpda-mobilefacenet", hbp_dim=128, **small),
-              "mobilefacenet.untrained": zoo.build("mobilefacenet", **small),
-              "scan-mobilefacenet.untrained": zoo.build("scan-mobilefacenet", **small).fold(),
-              "sranet-mobilefacenet.untrained": zoo.build("sranet-mobilefacenet", **small)}
-    for k, (name, model) in enumerate(models.items()):
-        metrics = _metrics(0.2 + 0.1 * k)
-        zoo.save(model.eval(), folder / name, card=card.render(model, metrics=metrics, name=name),
-                 extra_config=card.extra_config(metrics=metrics))
-    return folder
-
-
-def first_model(zoo_dir: Path) -> str:
-    """The model the app lists first (app.models.zoo_order), read from the configs alone."""
-    from app.models import ZooEntry, zoo_order
-
-    entries = [ZooEntry(p.name, "local zoo", p, zoo.read_config(p)) for p in sorted(zoo_dir.iterdir())
-               if (p / "config.json").is_file()]
-    return min(entries, key=zoo_order).name
-
-
-def zoo_for_tests(tmp_path_factory) -> Path:
-    """FACESCOPE_APP_TEST_ZOO when set, else a fresh `make_zoo`."""
-    chosen = os.environ.get("FACESCOPE_APP_TEST_ZOO")
-    return Path(chosen).resolve() if chosen else make_zoo(tmp_path_factory.mktemp("zoo"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_app(zoo_dir: Path, scratch: Path, env: Dict[str, str], args: List[str] = (),
-                as_a_space: bool = False) -> Iterator[str]:
-    """`python app.py` on a free port; yields its URL, stops it afterwards (its log is in `scratch`).
-    `as_a_space`: started the way a Hugging Face Space starts it, bare `python app.py` with the
-    address, port and zoo in environment variables."""
-    port = free_port()
-    log_path = scratch / "app.log"
-    environment = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    environment.update({"HF_HUB_CACHE": str(scratch / "hf-cache"), "GRADIO_TEMP_DIR": str(scratch / "gradio"),
-                        **env})
-    if as_a_space:
-        environment.update({"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-                            "FACESCOPE_ZOO": str(zoo_dir)})
-        command = [sys.executable, "app.py", *args]
-    else:
-        command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
-                   "--zoo", str(zoo_dir), *args]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not answer within {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
+from zoo import hub
 
 # ---- fixtures --------------------------------------------------------------------------------
 
@@ -194,69 +67,7 @@ def models(client) -> List[str]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, data_root) -> Dict[str, Path]:
-    """Bad and awkward inputs, each a small file."""
-    folder = tmp_path_factory.mktemp("photos")
-    upright = Image.open(SAME_A).convert("RGB")
-    files = {}
-
-    def path(name):
-        files[name.split(".")[0]] = folder / name
-        return folder / name
-
-    path("text.jpg").write_text("this is a note, not a photo\n")
-    data = SAME_A.read_bytes()
-    path("truncated.jpg").write_bytes(data[:len(data) // 2])
-    path("empty.jpg").write_bytes(b"")
-    huge = Image.new("1", (10_000, 10_000), 1)  # 1 bit per pixel: 12 MB in memory, a few KB as PNG
-    huge.paste(0, (4000, 4000, 6000, 6000))
-    huge.save(path("huge.png"))
-    background = Image.open(data_root / "celeba" / "images" / "000711.jpg").convert("RGB").crop((0, 0, 60, 224))
-    background.save(path("background.jpg"), quality=92)
-    upright.convert("L").save(path("gray.jpg"), quality=92)
-    upright.convert("CMYK").save(path("cmyk.jpg"), quality=92)
-    rgba = upright.convert("RGBA")
-    alpha = Image.new("L", rgba.size, 0)
-    alpha.paste(255, (8, 8, rgba.width - 8, rgba.height - 8))
-    rgba.putalpha(alpha)
-    rgba.save(path("rgba.png"))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": the pixels are stored turned left
-    upright.transpose(Image.Transpose.ROTATE_90).save(path("rotated.jpg"), quality=95, exif=exif)
-    upright.resize((2400, 2400), Image.BICUBIC).save(path("large.jpg"), quality=90)
-    tiles = [upright, Image.open(OTHER).convert("RGB"),
-             Image.open(sorted((data_root / "lfw" / "images" / "Jimmy_Carter").glob("*.jpg"))[-1]).convert("RGB")]
-    group = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
-    for k, tile in enumerate(tiles):
-        group.paste(tile, (k * tiles[0].width, 0))
-    group.save(path("group.jpg"), quality=92)
-    return files
-
-
-def verify(client, a, b, models, face_a=1, face_b=1):
-    return client.predict(handle_file(a), handle_file(b), face_a, face_b, models, api_name="/verify")
-
-
-def aligned(client, photo, mode: str = "RGB") -> List[np.ndarray]:
-    """The aligned crops of every face the app finds in `photo`, largest first."""
-    return [pixels(face["image"], mode) for face in client.predict(handle_file(photo), api_name="/detect_faces")[2]]
-
-
-def pixels(path, mode: str = "RGB") -> np.ndarray:
-    return np.asarray(Image.open(path).convert(mode), dtype=np.float64)
-
-
-def configs(zoo_dir: Path, names: List[str]) -> Dict[str, Dict]:
-    """Each model's config as the app reads it: the checkpoint's config.json, a peer's own."""
-    stored = {n: zoo.read_config(zoo_dir / n) for n in names if (zoo_dir / n / "config.json").is_file()}
-    return {**stored, **{n: zoo.load(n).checkpoint_config() for n in names if n.startswith("peer:")}}
-
-
-def expected_threshold(config: Dict):
-    """(threshold, calibrated) the app must judge with: the config's own, else the uncalibrated default."""
-    from app.models import DEFAULT_THRESHOLD
-
-    threshold = config.get("threshold")
-    return (DEFAULT_THRESHOLD, False) if threshold is None else (threshold, True)
+    return awkward_photos(tmp_path_factory.mktemp("photos"), data_root)
 
 
 # ---- the API ---------------------------------------------------------------------------------
@@ -461,40 +272,6 @@ def test_pull_model_and_use_it(client, models, local_hub):
     assert verify(fresh, SAME_A, SAME_B, [HUB_REPO])[0]["models"][0]["model"] == HUB_REPO
 
 
-def test_thresholds_fall_back_visibly():
-    """The card's threshold; else the clean evaluation's in its metrics; else the uncalibrated default."""
-    from app.models import DEFAULT_THRESHOLD, model_threshold
-    from app.tabs.verify import Verdict
-
-    metrics = _metrics(0.42)
-    assert model_threshold({"threshold": 0.4, "metrics": metrics}) == (0.4, metrics["threshold_from"], True)
-    bare = {k: v for k, v in metrics.items() if k not in ("threshold", "threshold_from")}
-    bare["protocols"] = {"cfp-fp": bare["protocols"]["cfp-fp"], "lfw-view1": bare["protocols"]["lfw-view1"]}
-    threshold, source, calibrated = model_threshold({"metrics": bare})  # LFW View 1 clean wins over CFP-FP
-    assert threshold == pytest.approx(0.42) and calibrated and source.startswith("lfw-view1 blur0")
-    imported = zoo.read_config(EMBEDDED_ZOO / REFERENCE)
-    for config in ({}, {key: value for key, value in imported.items() if key not in ("threshold", "metrics")}):
-        threshold, source, calibrated = model_threshold(config)
-        assert (threshold, calibrated) == (DEFAULT_THRESHOLD, False) and "uncalibrated" in source
-    assert Verdict("m", 0.5, 0.3, calibrated=False).text == "same person (uncalibrated threshold)"
-    assert Verdict("m", 0.1, 0.3).text == "different people"
-
-
-def test_zoo_order_reference_then_plain_then_methods():
-    from app.models import ZooEntry, zoo_order
-
-    def entry(name, method, imported=False, error=None):
-        config = {"architecture": {"method": method}, **({"imported_from": {"format": "mxnet"}} if imported else {})}
-        return ZooEntry(name, "local zoo", Path(name), config, error=error)
-
-    entries = [entry("arface-mobilefacenet.fss-ft", "arface"), entry("broken", "plain", error="corrupted"),
-               entry("mobilefacenet.fss-ft-npcface", "plain"), entry(REFERENCE, "plain", imported=True),
-               entry("scan-mobilefacenet.fss-ft", "scan-folded"), entry("mobilefacenet.fss-ft", "plain")]
-    assert [e.name for e in sorted(entries, key=zoo_order)] == [
-        REFERENCE, "mobilefacenet.fss-ft", "mobilefacenet.fss-ft-npcface", "arface-mobilefacenet.fss-ft",
-        "scan-mobilefacenet.fss-ft", "broken"]
-
-
 def test_pull_model_clear_messages(client):
     with pytest.raises(AppError, match="not a Hugging Face Hub repo id"):
         client.predict("just-a-name", "", api_name="/pull_model")
@@ -502,19 +279,6 @@ def test_pull_model_clear_messages(client):
         client.predict("facescope/missing", "", api_name="/pull_model")
     with pytest.raises(AppError, match=f"{HUB_REPO} .*has no revision 'no-such-branch'"):
         client.predict(HUB_REPO, "no-such-branch", api_name="/pull_model")
-
-
-def test_pull_from_an_unreachable_hub(zoo_dir, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    from app.service import Service
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    closed = f"http://127.0.0.1:{free_port()}"
-    service = Service(zoo_dir, hub_endpoint=closed)
-    with pytest.raises(hub.HubError, match=f"cannot reach the Hugging Face Hub at {closed}"):
-        service.pull("facescope/never-pulled")
-    assert "facescope/never-pulled" not in [e.name for e in service.entries()]
 
 
 # ---- bad and awkward inputs ------------------------------------------------------------------
@@ -588,44 +352,3 @@ def test_twenty_faces_each_found_and_choosable(client, models, tmp_path, data_ro
     assert own["similarity"] > 0.8 > neighbour["similarity"] + 0.5, (own["similarity"], neighbour["similarity"])
     with pytest.raises(AppError, match="twenty.jpg has 20 face.*no face 21; choose 1 to 20"):
         verify(client, group, photos[13], models[:1], face_a=21)
-
-
-def test_broken_checkpoints_in_the_zoo_are_listed_with_why_and_refused(tmp_path):
-    """A zoo folder with a wrong-architecture and corrupted checkpoints: the app still serves
-    the good model, shows why each other one failed, and names the failure when one is asked for."""
-    from app.errors import InputError
-    from app.service import Service
-
-    torch.manual_seed(0)
-    good = zoo.save(zoo.build("ir18", width=0.25, head="gdc").eval(), tmp_path / "zoo" / "good-ir18")
-    broken = {folder.name: message for folder, message in break_checkpoints(good, tmp_path / "zoo").items()}
-    service = Service(tmp_path / "zoo", peers=False)
-    assert service.model_names() == ["good-ir18"]
-    headers, rows = service.zoo_table()
-    source = {row[0]: row[headers.index("source")] for row in rows}
-    for name, message in broken.items():
-        assert message in source[name]
-        assert service.card(name).startswith("**Could not be loaded:**")
-        with pytest.raises(InputError, match=f"model {name} could not be loaded: .*{re.escape(message)}.*Usable: good-ir18"):
-            service.verify(SAME_A, SAME_B, [name])
-    result = service.verify(SAME_A, SAME_B, ["good-ir18"])
-    assert [v.model for v in result.verdicts] == ["good-ir18"]
-    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == sorted([*broken, "good-ir18"])  # nothing added
-
-
-def test_the_repository_runs_as_a_hugging_face_space(zoo_dir, tmp_path):
-    """A Space reads the README's front matter (sdk, app_file) and runs `python app.py` with the
-    address and port in GRADIO_SERVER_NAME / GRADIO_SERVER_PORT: started that way, the app answers
-    a pair through gradio_client."""
-    from huggingface_hub import SpaceCard
-
-    card = SpaceCard.load(ROOT / "README.md").data
-    assert card.sdk == "gradio" and card.app_file == "app.py" and (ROOT / card.app_file).is_file()
-    import gradio
-
-    assert card.sdk_version == gradio.__version__  # the Space builds the version the tests ran
-    with running_app(zoo_dir, tmp_path, {}, as_a_space=True) as url:
-        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
-        data = verify(client, SAME_A, SAME_B, [REFERENCE])[0]
-        assert data["models"][0]["model"] == REFERENCE and data["models"][0]["same"]
-

@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_app import OTHER, SAME_A, SAME_B, running_app, zoo_for_tests
+from app_server import OTHER, SAME_A, SAME_B, running_app, zoo_for_tests
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
