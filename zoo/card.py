@@ -66,6 +66,7 @@ def summarize(evaluation: Dict[str, Any]) -> Dict[str, Any]:
     summary: Dict[str, Any] = {"evaluated_model": evaluation.get("model", {}).get("name"),
                                "flip_test": settings.get("flip_test", False),
                                "max_pairs": settings.get("max_pairs"), "aligner": settings.get("aligner"),
+                               "aligner_version": settings.get("aligner_version"),
                                "protocols": protocols}
     threshold = _threshold(protocols)
     if threshold is not None:
@@ -257,7 +258,8 @@ def _metrics_section(metrics: Optional[Dict[str, Any]], init: Optional[Dict[str,
         notes.append(f"**Not identity-disjoint:** these weights start from `{Path(str(init['from'])).name}`, "
                      "trained on data that may share identities with these test sets (MS1M holds many LFW "
                      "and CFP celebrities; see the initialisation above).")
-    notes += [f"Measured with `python -m zoo.evaluate` (aligner `{metrics.get('aligner')}`, flip-test "
+    version = f" `{metrics['aligner_version']}`" if metrics.get("aligner_version") else ""
+    notes += [f"Measured with `python -m zoo.evaluate` (aligner `{metrics.get('aligner')}`{version}, flip-test "
              f"{'on' if metrics.get('flip_test') else 'off'}); '-' marks a FAR below 1 / negative pairs, which "
              "the protocol cannot measure."]
     if metrics.get("max_pairs"):
