@@ -25,6 +25,7 @@ TITLES = {
     "zoo_inference": "Inference of the zoo: ms/image, memory, and the SCAN / SRANet cost claims",
     "onnx_runtime": "The zoo in torch and in onnxruntime (its ONNX export)",
     "app_latency": "App: end-to-end pair verification latency",
+    "occlusion_time": "Occlusion lab: one pair, every model",
     "load_test": "App under load: concurrent clients verifying pairs",
     "training": "Training throughput per method",
     "inference": "Inference cost of every registered architecture (untrained, width 0.25)",
