@@ -71,7 +71,8 @@ def run_job(job: Dict) -> Dict:
                                                          progress=False, memo=memo)
     return {"model": {"spec": name, "name": getattr(model, "name", name),
                       "resolved_by": "zoo.peers" if is_peer(name) else "zoo.load",
-                      "trained_on": trained_on(name, model), "parameters": model.parameter_count()},
+                      "trained_on": trained_on(name, model), "trained_on_short": getattr(model, "short", None),
+                      "parameters": model.parameter_count()},
             "settings": {"flip_test": False, "conditions": job["conditions"], "max_pairs": job["max_pairs"],
                          "aligner": cache.aligner.name, "aligner_version": cache.aligner.version},
             "protocols": protocols}
@@ -142,9 +143,7 @@ def short_trained_on(text: str) -> str:
         return "MS1M (imported as is)" if "MS1M" in text else "imported as is"
     if text.startswith("FaceScope-small, fine-tuned"):
         return "FaceScope-small, fine-tuned from MS1M" if "MS1M" in text else "FaceScope-small, fine-tuned"
-    if text.startswith("FaceScope-small"):
-        return "FaceScope-small"
-    return text.split(",")[0].split(" (")[0] + " (peer)"
+    return "FaceScope-small"
 
 
 def label(result: Dict) -> str:
@@ -239,7 +238,8 @@ def main(argv=None) -> int:
             for condition in conditions:
                 values = result["protocols"][protocol]["conditions"][condition]
                 cells.append(f"{100 * values['accuracy']:.2f} ± {100 * values['accuracy_std']:.2f}")
-        rows.append([label(result), short_trained_on(result["model"]["trained_on"])] + cells)
+        short = result["model"].get("trained_on_short") or short_trained_on(result["model"]["trained_on"])
+        rows.append([label(result), short] + cells)
     first = next(iter(results.values()))
     counts = ", ".join(f"{p} {first['protocols'][p]['conditions'][conditions[0]]['pairs']} pairs" for p in protocols)
     table = ("10-fold verification accuracy (%, mean ± std over folds), cosine similarity, no flip test, "

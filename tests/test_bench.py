@@ -36,15 +36,15 @@ def accuracy_run(tmp_path_factory, data_root):
     clean and at blur 4."""
     tmp = tmp_path_factory.mktemp("bench")
     results = tmp / "results"
-    run_bench("accuracy", ["--models", f"{REFERENCE},dlib-resnet", "--protocols", "lfw-view1", "--blur", "0,4",
+    run_bench("accuracy", ["--models", f"{REFERENCE},peer:dlib", "--protocols", "lfw-view1", "--blur", "0,4",
                            "--max-pairs", "40", "--jobs", "2", "--no-png"], results, tmp)
     return results
 
 
 def test_accuracy_table_holds_zoo_model_and_peer(accuracy_run):
     payload = json.loads((accuracy_run / "accuracy.json").read_text())
-    assert list(payload["models"]) == [REFERENCE, "dlib-resnet"]
-    peer = payload["models"]["dlib-resnet"]
+    assert list(payload["models"]) == [REFERENCE, "peer:dlib"]
+    peer = payload["models"]["peer:dlib"]
     assert peer["model"]["resolved_by"] == "zoo.peers" and "million" in peer["model"]["trained_on"]
     for name, entry in payload["models"].items():
         conditions = entry["protocols"]["lfw-view1"]["conditions"]
@@ -53,14 +53,14 @@ def test_accuracy_table_holds_zoo_model_and_peer(accuracy_run):
     peer_clean = peer["protocols"]["lfw-view1"]["conditions"]["blur0"]["accuracy"]
     assert peer_clean >= 0.9  # a mature model: dlib scores 98.6% on all 1,000 pairs
     table = (accuracy_run / "accuracy.md").read_text()
-    assert table.startswith("Measured ") and "dlib-resnet (pretrained peer, ~3M faces)" in table
-    assert f"| {REFERENCE} | " in table
+    assert table.startswith("Measured ") and "peer:dlib (pretrained peer) | ~3M faces (dlib)" in table
+    assert f"| {REFERENCE} | MS1M (imported as is) |" in table  # what its card says it was trained on
     assert payload["models"][REFERENCE]["protocols"]["lfw-view1"]["conditions"]["blur0"]["accuracy"] >= 0.9
 
 
 def test_accuracy_writes_roc_and_evaluate_files(accuracy_run):
     roc = json.loads((accuracy_run / "roc" / "roc_lfw-view1.json").read_text())
-    assert set(roc) == {f"{m} blur{b}" for m in (REFERENCE, "dlib-resnet") for b in (0, 4)}
+    assert set(roc) == {f"{m} blur{b}" for m in (REFERENCE, "peer:dlib") for b in (0, 4)}
     for curve in roc.values():
         assert curve["far"][0] <= curve["far"][-1] and len(curve["far"]) == len(curve["tar"])
     assert (accuracy_run / "roc" / "roc_lfw-view1.html").stat().st_size > 1000
