@@ -44,3 +44,24 @@ def lfw_identities(people: int, per_person: int):
               for files in chosen for f in files]
     labels = np.repeat(np.arange(len(chosen)), per_person)
     return np.stack(images), labels
+
+
+def pretrained_like(name: str, faces: torch.Tensor, width: float = 0.25, prelu: bool = False, **arch):
+    """A plain model standing in for a trained one: random but fixed weights, BatchNorm affine
+    parameters and running statistics (of `faces`) away from their defaults, and with `prelu`
+    PReLU slopes too; eval mode."""
+    import zoo
+
+    torch.manual_seed(1)
+    model = zoo.build(name, width=width, **arch)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.momentum = None  # running statistics = this batch's
+            elif prelu and isinstance(m, torch.nn.PReLU):
+                m.weight.uniform_(0.05, 0.4)
+        model.train()(faces)
+    return model.eval()
+

@@ -4,7 +4,7 @@ import torch
 
 import zoo
 from zoo.methods.arface import MODES, PATCH_NAMES, ReinforceBaseline, patch_boxes, resize_mask
-from faces import lfw_faces
+from faces import lfw_faces, pretrained_like
 
 NOSE, RIGHT_MOUTH = PATCH_NAMES.index("nose"), PATCH_NAMES.index("right_mouth")
 
@@ -224,16 +224,7 @@ def test_pretrained_start_with_every_patch_kept_is_the_plain_model(faces):
     """init_from starts the policy at keep-all for any face (probability 1/2, argmax at
     inference): M = 1 everywhere, no block is masked in eval, and the untrained ARFace model is
     exactly the trained plain model. Training still samples masked modes."""
-    torch.manual_seed(1)
-    plain = zoo.build("mobilefacenet", width=0.25, embedding_dim=128)
-    with torch.no_grad():
-        for m in plain.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.momentum = None  # running statistics = this batch's
-        plain.train()(faces)
-    plain.eval()
+    plain = pretrained_like("mobilefacenet", faces, embedding_dim=128)
     model = zoo.build("arface-mobilefacenet", width=0.25, embedding_dim=128)
     untrained = model.init_from(plain)
     assert untrained and all(name.startswith("attention.") for name in untrained)

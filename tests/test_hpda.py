@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import zoo
 from zoo.methods.hpda import LANet, divergence_loss, divergence_per_face
-from faces import lfw_faces
+from faces import lfw_faces, pretrained_like
 
 WIDTH = 0.25
 SMALL = {"width": WIDTH, "hbp_dim": 16}
@@ -176,21 +176,6 @@ def test_forward_backward_on_real_faces_for_every_option(options, faces):
     layers = 1 if options.get("hierarchical") is False else 3
     expected_masks = 3 * options.get("branches", 3) * layers if local else 0
     assert len(model.explain(faces[:2]).maps) == expected_masks
-
-
-def pretrained_like(name, batch, **arch):
-    """A plain model standing in for a trained one: random but fixed weights, BatchNorm affine
-    parameters and running statistics away from their defaults, eval mode."""
-    torch.manual_seed(1)
-    model = zoo.build(name, width=WIDTH, **arch)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.momentum = None  # running statistics = this batch's
-        model.train()(batch)
-    return model.eval()
 
 
 # a y1-like MobileFaceNet: 128-d embedding, its own BN epsilons (one for the head's BN1d alone)

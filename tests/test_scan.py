@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import zoo
 from zoo.methods.scan import ScaleAttentionConv2d, gaussian_kernels, scale_kernel, scale_map
-from faces import lfw_faces
+from faces import lfw_faces, pretrained_like
 
 
 @pytest.fixture(scope="module")
@@ -228,29 +228,12 @@ def test_explain_gives_scale_maps_before_and_after_folding(faces, tmp_path):
         assert agree > 0.99, key  # argmax ties may break differently by float rounding
 
 
-def pretrained_like(name, faces, **arch):
-    """A plain model standing in for a trained one: random but fixed weights, BatchNorm affine
-    parameters and running statistics away from their defaults, eval mode."""
-    torch.manual_seed(1)
-    model = zoo.build(name, width=0.25, **arch)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.momentum = None  # running statistics = this batch's
-            elif isinstance(m, torch.nn.PReLU):
-                m.weight.uniform_(0.05, 0.4)
-        model.train()(faces)
-    return model.eval()
-
-
 @pytest.mark.parametrize("name, options", [
     ("mobilefacenet", {}), ("ir18", {}), ("mobilefacenet", {"gaussian_norm": "sum"}),
     ("mobilefacenet", {"shortcut": False})])
 def test_init_from_a_plain_model_computes_it_exactly(name, options, faces):
     arch = {"embedding_dim": 128, "bn_eps": {"*": 1e-3}} if name == "mobilefacenet" else {}
-    plain = pretrained_like(name, faces, **arch)
+    plain = pretrained_like(name, faces, prelu=True, **arch)
     torch.manual_seed(2)
     scan = zoo.build(f"scan-{name}", width=0.25, **arch, **options)
     untrained = scan.init_from(plain)

@@ -4,7 +4,7 @@ import torch
 
 import zoo
 from zoo.methods.sranet import SelfChannelAttention, SelfSpatialAttention
-from faces import lfw_faces
+from faces import lfw_faces, pretrained_like
 
 WIDTH = 0.25
 
@@ -101,21 +101,6 @@ def test_default_placement_is_inside_the_block_on_the_residual_branch(faces):
         assert not torch.allclose(inside(faces[:2]), after(faces[:2]), atol=1e-3)
     with pytest.raises(ValueError, match="placement must be one of"):
         zoo.build("sranet-ir18", width=WIDTH, placement="before_block")
-
-
-def pretrained_like(name, batch, **arch):
-    """A plain model standing in for a trained one: random but fixed weights, BatchNorm affine
-    parameters and running statistics away from their defaults, eval mode."""
-    torch.manual_seed(1)
-    model = zoo.build(name, width=WIDTH, **arch)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.momentum = None  # running statistics = this batch's
-        model.train()(batch)
-    return model.eval()
 
 
 @pytest.mark.parametrize("placement", ["in_block", "after_block"])

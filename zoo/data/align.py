@@ -27,6 +27,7 @@ least-squares similarity (Umeyama) from those points to the template.
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +162,7 @@ def model_files() -> dict:
     return files
 
 
-class Aligner:
+class Aligner(ABC):
     """The interface every aligner shares: `detect` finds faces, `align` warps one.
 
     Subclasses set `name` (what CLIs, cards and results call it), `version` (bump it when
@@ -171,9 +172,9 @@ class Aligner:
     name = "base"
     version = "base"
 
+    @abstractmethod
     def detect(self, image: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> List[Detection]:
         """Every face found, largest first, with 5 landmarks (template order) in `image` pixels."""
-        raise NotImplementedError
 
     def options(self) -> dict:
         """Constructor settings that rebuild this aligner: `make_aligner(self.name, **options())`

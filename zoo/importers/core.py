@@ -9,6 +9,7 @@ formats that are one file with a known suffix.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -71,18 +72,19 @@ class SourceModel:
     reference_name: str = ""
 
 
-class SourceFormat:
+class SourceFormat(ABC):
     """A registered source format: recognises its files and reads them."""
 
     name = "base"
     description = ""
 
+    @abstractmethod
     def detect(self, path: Path) -> Optional[List[Path]]:
         """The files of this format that `path` (a file or folder) names, or None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read(self, files: List[Path], input_std: Optional[float] = None) -> SourceModel:
-        raise NotImplementedError
+        """The source's layers and what it says about its input."""
 
 
 class SingleFileFormat(SourceFormat):

@@ -14,6 +14,7 @@ exactly as a checkpoint's come from its config.json.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -46,7 +47,7 @@ class PeerConfig:
         return asdict(self)
 
 
-class Peer(nn.Module):
+class Peer(nn.Module, ABC):
     """Base of every peer: the zoo's `embed` contract, a card and a config like a checkpoint's.
 
     Subclasses set `key`, `description`, `trained_on` (what the network saw: a peer is never a
@@ -85,8 +86,9 @@ class Peer(nn.Module):
         embeddings = torch.as_tensor(np.asarray(self._embed(from_input(images)), dtype=np.float32))
         return nn.functional.normalize(embeddings, dim=1)
 
+    @abstractmethod
     def _embed(self, crops: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """(N,112,112,3) uint8 RGB crops -> (N,D) raw embeddings (normalised by `embed`)."""
 
     def parameter_count(self) -> Optional[int]:
         """None: the network lives outside torch (tables say so rather than print 0)."""
