@@ -2,7 +2,7 @@
 
 `Service` holds the photo cache (`app.photos`), the model set (`app.models`) and one lock,
 picks the models and faces each request names, and hands them to the tab's module
-(`app.tabs`), which returns plain data (numpy crops, floats, plotly figures): `app.ui` only
+(`app.tabs`), which returns plain data (numpy crops, floats, plotly figures): `app.pages` only
 lays things out, and the logic is testable without a browser. Model work runs under the lock:
 Grad-CAM hooks into a model, so two requests must never share a model mid-forward, and on a
 CPU running them in turn costs little throughput.

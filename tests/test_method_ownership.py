@@ -29,7 +29,7 @@ EXCEPTIONS = {
     # An example hub repo id for a person typing one (the pull error and the repo box's
     # placeholder): it names a zoo checkpoint, not method logic.
     ("app/models.py", "facescope/scan-mobilefacenet.fss-ft"),
-    ("app/ui.py", "facescope/scan-mobilefacenet.fss-ft"),
+    ("app/pages/zoo.py", "facescope/scan-mobilefacenet.fss-ft"),
 }
 
 
