@@ -90,16 +90,24 @@ def pair_results(pairs: PairList, condition: str, scores: np.ndarray,
     return rows
 
 
-def write_pair_results(path: Path, rows: List[Dict[str, object]]) -> None:
-    """Gzipped CSV (a 7,000-pair protocol at three conditions is about 0.5 MB)."""
+def write_pair_results(path: Path, rows: List[Dict[str, object]], root: Optional[Path] = None) -> None:
+    """Gzipped CSV (a 7,000-pair protocol at three conditions is about 0.5 MB). Image and pair-list
+    paths under `root` (the data root) are written relative to it, so the file works on any machine
+    that has the data (an error browser resolves them against its own data root)."""
     import csv
     import gzip
     import io
 
+    def portable(value: str) -> str:
+        path = Path(value.rsplit(":", 1)[0]) if root is not None else None
+        if path is not None and path.is_absolute() and path.is_relative_to(root):
+            return str(Path(value).relative_to(root))
+        return value
+
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["protocol"])
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, **{key: portable(row[key]) for key in ("first", "second", "line")}} for row in rows)
     atomic_write(path, lambda out: out.write(gzip.compress(text.getvalue().encode(), mtime=0)))
 
 
@@ -355,7 +363,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 write_json(result_file(args.out_dir, spec), everything[-1])
             if rows is not None:
                 beside = result_file(args.out_dir, spec) if args.out_dir else args.out
-                write_pair_results(beside.with_suffix(".pairs.csv.gz"), rows)
+                write_pair_results(beside.with_suffix(".pairs.csv.gz"), rows, data_root(args.data_root))
     except (DataError, ModelNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
