@@ -4,6 +4,8 @@ Nothing here needs the internet: HF_ENDPOINT points at `hub_server.LocalHub` on 
 and the hub cache lives in a temp folder, so create_repo, upload_folder, snapshot_download
 and hf_hub_download all run for real, and HF_HUB_OFFLINE=1 is tested in a fresh process.
 """
+import csv
+import gzip
 import json
 import os
 import socket
@@ -95,7 +97,7 @@ def test_pull_round_trips_bit_exactly(published, faces, hub_cache, server):
     assert torch.equal(model.embed(faces), loaded.embed(faces))
     folder = hub.pull(REPO)
     assert folder == hub_cache / "models--facescope--ir18" / "snapshots" / oid
-    assert sorted(p.name for p in folder.iterdir()) == sorted(hub.HUB_FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(hub.REQUIRED_FILES)  # no pairs.csv.gz published
     assert f"POST /api/models/{REPO}/commit/main" in server.requests
 
 
@@ -189,7 +191,8 @@ def test_publish_cli_end_to_end(server, hub_cache, published, faces, tmp_path, m
                      "--set", f"model.width={WIDTH}", "--set", "optim.batch_size=2", "--set", "run.max_steps=2"]) == 0
     assert publish_cli.main([str(run_dir), "--local", "scan-ir18"]) == 0
     assert evaluate.main(["--model", "scan-ir18", "--protocol", "lfw-view1", "--blur", "0,2", "--max-pairs", "20",
-                          "--cache-dir", str(crop_cache.root), "--quiet", "--out", str(run_dir / "eval.json")]) == 0
+                          "--cache-dir", str(crop_cache.root), "--quiet", "--out", str(run_dir / "eval.json"),
+                          "--pairs"]) == 0
     assert publish_cli.main([str(run_dir), "--repo-id", "lab/scan-ir18"]) == 0
     assert "POST /api/models/lab/scan-ir18/preupload/main" in server.requests
 
@@ -206,6 +209,10 @@ def test_publish_cli_end_to_end(server, hub_cache, published, faces, tmp_path, m
     assert config["training"]["data"]["images"] == 4 and config["training"]["steps"] == 2
     model_card = ModelCard.load(folder / "README.md")
     assert model_card.data.library_name == "facescope" and "scan-folded" in model_card.data.tags
+    assert model_card.data.base_model is None  # trained from scratch
+    with gzip.open(folder / "pairs.csv.gz", "rt") as text:  # the evaluation's pairs travel with the checkpoint
+        rows = list(csv.DictReader(text))
+    assert len(rows) == 2 * clean["pairs"] and {r["condition"] for r in rows} == {"blur0", "blur2"}
     for text in ("Published folded: the trained `scan-ir18`", "4 aligned faces of 2 identities (`lfw-sample.npz`)",
                  "Not the FaceScope-small split", "| recipe | `scan` (train/configs) |", "| steps | 2 of 2 |",
                  "| lfw-view1 | clean | 20 |", "Gaussian blur σ=2 px", "Only 20 pairs per protocol",
@@ -225,6 +232,21 @@ def test_publish_cli_end_to_end(server, hub_cache, published, faces, tmp_path, m
     assert "refusing to overwrite a different architecture" in capsys.readouterr().err
     assert publish_cli.main([plain, "--repo-id", "lab/scan-ir18", "--force"]) == 0
     assert_same_weights(published["v1"][0], zoo.load("hf-hub:lab/scan-ir18"))
+
+
+@pytest.mark.fast
+def test_a_fine_tuned_card_names_its_base_model():
+    """`base_model` links a fine-tuned model to its start on the Hub: a recorded repo id as is, a
+    local zoo name under the organisation the model is published to."""
+    def init(source):
+        return {"init": {"from": source}}
+
+    assert card.base_model(init("mobilefacenet.y1"), "lab") == "lab/mobilefacenet.y1"
+    assert card.base_model(init("hf-hub:org/base"), "lab") == card.base_model(init("org/base"), "lab") == "org/base"
+    assert card.base_model({"init": None}, "lab") is None and card.base_model(None, "lab") is None
+    model = zoo.build("ir18", width=WIDTH)
+    front = ModelCard(card.render(model, base_model="lab/mobilefacenet.y1")).data
+    assert front.base_model == "lab/mobilefacenet.y1"
 
 
 @pytest.mark.fast

@@ -11,7 +11,9 @@ method's inference form (`FaceModel.inference_form`: SCAN folds into a plain net
 card records what it was folded from). The checkpoint gets a model card with the
 training data, recipe, train time and throughput, the metrics of --eval (default RUN/eval.json
 when present, written by `python -m zoo.evaluate --out RUN/eval.json`), intended use and
-limits; config.json carries the same record and the verification threshold.
+limits; config.json carries the same record and the verification threshold. A fine-tuned
+model's card names its start as the Hub's `base_model` (--base-model overrides the default), and
+the per-pair rows `zoo.evaluate --pairs` wrote beside an --eval JSON travel as pairs.csv.gz.
 From a checkpoint folder: published as is, or with a regenerated card when --eval is given.
 
 An existing checkpoint of another architecture (model name, width, head) - in the local zoo or
@@ -21,6 +23,9 @@ on the hub repo's branch - is replaced only with --force. The hub endpoint is HF
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
+import io
 import json
 import shutil
 import statistics
@@ -32,8 +37,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from train.engine import STATE_DIR
 import zoo
 from zoo import card, hub
-from zoo.checkpoint import CONFIG_FILE, CheckpointError, load_weights
-from zoo.data.paths import atomic_folder
+from zoo.checkpoint import CONFIG_FILE, PAIR_RESULTS_FILE, CheckpointError, load_weights
+from zoo.data.paths import atomic_folder, atomic_write
 
 
 
@@ -50,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval", type=Path, metavar="RESULTS.json", action="append",
                         help="metrics from `python -m zoo.evaluate --out` for the card (default RUN/eval.json); "
                              "repeat to merge runs that measured other conditions of the same model")
+    parser.add_argument("--base-model", metavar="ORG/NAME",
+                        help="the card's base_model: the Hub repo of the checkpoint a fine-tuned model started "
+                             f"from (default: the recorded init if it is a repo id, else a zoo name under the "
+                             f"--repo-id's organisation, or {hub.ZOO_ORG} with --local)")
     parser.add_argument("--force", action="store_true", help="replace a checkpoint of another architecture")
     parser.add_argument("--private", action="store_true", help="create the hub repo private")
     parser.add_argument("--message", help="hub commit message")
@@ -132,6 +141,25 @@ def read_metrics(paths: List[Path], model: zoo.FaceModel, training: Optional[Dic
     return metrics
 
 
+def copy_pair_results(eval_paths: Optional[List[Path]], folder: Path) -> None:
+    """The per-pair rows `zoo.evaluate --pairs` wrote beside each --eval JSON (NAME.pairs.csv.gz),
+    as the checkpoint's pairs.csv.gz (several evaluations: their rows together), so the app's error
+    browser can show the card's evaluation pair by pair."""
+    sources = [p.with_suffix(".pairs.csv.gz") for p in eval_paths or []]
+    sources = [p for p in sources if p.is_file()]
+    if not sources:
+        return
+    header, rows = None, []
+    for source in sources:
+        with gzip.open(source, "rt", newline="") as text:
+            reader = csv.reader(text)
+            header = next(reader)
+            rows += list(reader)
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *rows])
+    atomic_write(folder / PAIR_RESULTS_FILE, lambda f: f.write(gzip.compress(out.getvalue().encode(), mtime=0)))
+
+
 def existing_architecture(folder: Path) -> Optional[Dict[str, Any]]:
     """The architecture a local checkpoint folder holds; None when it holds no FaceScope config."""
     try:
@@ -186,13 +214,17 @@ def publish(args: argparse.Namespace) -> str:
     name = args.repo_id or args.local
     text = extra = None
     if as_is is None:
-        text = card.render(model, training, metrics, name=name, imported=imported)
+        org = args.repo_id.split("/")[0] if args.repo_id else hub.ZOO_ORG
+        text = card.render(model, training, metrics, name=name, imported=imported,
+                           base_model=args.base_model or card.base_model(training, org))
         extra = {**card.extra_config(training, metrics), **({"imported_from": imported} if imported else {})}
     if args.local:
         folder = write_local(model, as_is, args.local, args.force, text, extra)
+        copy_pair_results(eval_path, folder)
         return f"wrote {model.name} to {folder}"
     with tempfile.TemporaryDirectory(prefix="facescope-publish-") as scratch:
         folder = as_is or zoo.save(model, Path(scratch) / "checkpoint", card=text, extra_config=extra)
+        copy_pair_results(None if as_is else eval_path, folder)
         info = hub.publish(folder, args.repo_id, revision=args.revision, force=args.force, private=args.private,
                            commit_message=args.message)
     return f"published {model.name} to {args.repo_id}: commit {info.oid} ({info.commit_url})"

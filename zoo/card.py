@@ -120,20 +120,33 @@ def eval_results(metrics: Optional[Dict[str, Any]]) -> List[EvalResult]:
     return results
 
 
+def base_model(training: Optional[Dict[str, Any]], hub_org: str) -> Optional[str]:
+    """The Hub id of the checkpoint a fine-tuned model started from, for the card's `base_model`
+    (the Hub links a model to its base): `hf-hub:ORG/NAME` or `ORG/NAME` as recorded; a local zoo
+    name as published under `hub_org`, where the zoo's models are published together."""
+    source = ((training or {}).get("init") or {}).get("from")
+    if not source:
+        return None
+    source = source.removeprefix("hf-hub:")
+    return source if "/" in source else f"{hub_org}/{source}"
+
+
 def render(model: FaceModel, training: Optional[Dict[str, Any]] = None,
            metrics: Optional[Dict[str, Any]] = None, name: Optional[str] = None,
-           license_name: str = "research-only", imported: Optional[Dict[str, Any]] = None) -> str:
+           license_name: str = "research-only", imported: Optional[Dict[str, Any]] = None,
+           base_model: Optional[str] = None) -> str:
     """The README.md of a checkpoint: front matter, model, data, recipe, metrics, use and limits.
 
     `imported`: the provenance `zoo.importers` recorded for weights trained elsewhere; the
-    card then says where they come from instead of a FaceScope training record.
+    card then says where they come from instead of a FaceScope training record. `base_model`:
+    the Hub id of the checkpoint it was fine-tuned from (`base_model()`).
     """
     name = name or model.name
     if imported:
         training = None
     facescope_small = training is not None and _is_facescope_small(training)
     front = ModelCardData(
-        library_name="facescope", license="other", license_name=license_name,
+        library_name="facescope", license="other", license_name=license_name, base_model=base_model,
         tags=["face-recognition", "facescope", model.config.method], pipeline_tag="image-feature-extraction",
         datasets=["lfw", "celeba"] if facescope_small else None,
         metrics=["accuracy", "roc_auc"] if metrics is not None else None,

@@ -25,6 +25,9 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
+# Optional: every pair's similarity and verdict in the card's evaluation (`zoo.evaluate --pairs`),
+# what the app's error browser reads; published and pulled with the checkpoint when present.
+PAIR_RESULTS_FILE = "pairs.csv.gz"
 
 PathLike = Union[str, os.PathLike]
 

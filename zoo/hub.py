@@ -35,11 +35,14 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from .checkpoint import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load as load_checkpoint
+from .checkpoint import (CARD_FILE, CONFIG_FILE, PAIR_RESULTS_FILE, WEIGHTS_FILE, CheckpointError,
+                         load as load_checkpoint)
 from .model import FaceModel
 
-HUB_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)
+REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)
+HUB_FILES = (*REQUIRED_FILES, PAIR_RESULTS_FILE)  # what a checkpoint publishes and pulls
 LIBRARY_NAME = "facescope"
+ZOO_ORG = "facescope"  # the Hub organisation the embedded zoo is published under
 
 PathLike = Union[str, os.PathLike]
 
