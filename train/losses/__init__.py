@@ -10,7 +10,7 @@ with `@LOSSES.register("name")`, imported below. Importing this package register
 """
 from . import (  # noqa: F401  (registration side effects)
     adacos, arcface, arcnegface, cosface, curricularface, mv_softmax, npcface, softmax, sphereface)
-from .base import ClassificationHead
+from .base import ClassificationHead, CosineHead
 from .registry import LOSSES
 
 
@@ -19,4 +19,4 @@ def build_loss(name: str, num_classes: int, embedding_dim: int = 512, **options)
     return LOSSES.get(name)(num_classes=num_classes, embedding_dim=embedding_dim, **options)
 
 
-__all__ = ["LOSSES", "ClassificationHead", "build_loss"]
+__all__ = ["LOSSES", "ClassificationHead", "CosineHead", "build_loss"]

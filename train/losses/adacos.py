@@ -6,12 +6,12 @@ import math
 import torch
 from torch import Tensor
 
-from .base import ClassificationHead, positive
+from .base import CosineHead, positive
 from .registry import LOSSES
 
 
 @LOSSES.register("adacos")
-class AdaCos(ClassificationHead):
+class AdaCos(CosineHead):
     """Zhang et al., "AdaCos: Adaptively Scaling Cosine Logits", CVPR 2019.
 
     f_j = s cos theta_j for every class. s (a buffer, no gradient) starts at the fixed
@@ -29,8 +29,7 @@ class AdaCos(ClassificationHead):
         self.dynamic = dynamic
         self.register_buffer("s", torch.tensor(math.sqrt(2) * math.log(num_classes - 1)))
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        cos = self.cosine(embeddings)
+    def logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
         cos_pos = positive(cos, labels)
         if self.training and self.dynamic:
             with torch.no_grad():

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import ClassificationHead, arc_margin, positive, with_positive
+from .base import CosineHead, arc_margin, positive, with_positive
 from .registry import LOSSES
 
 
 @LOSSES.register("arcface")
-class ArcFace(ClassificationHead):
+class ArcFace(CosineHead):
     """f_y = s cos(theta_y + m), f_j = s cos theta_j (Deng et al., CVPR 2019; s=64, m=0.5).
 
     Where theta_y + m > pi the positive is cos(theta_y) - m sin(m), as in the reference
@@ -21,8 +21,7 @@ class ArcFace(ClassificationHead):
         super().__init__(num_classes, embedding_dim)
         self.s, self.m, self.easy_margin = s, m, easy_margin
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        cos = self.cosine(embeddings)
+    def logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
         cos_pos = positive(cos, labels)
         self.remember(cos=cos, cos_pos=cos_pos)
         return self.s * with_positive(cos, labels, arc_margin(cos_pos, self.m, self.easy_margin))

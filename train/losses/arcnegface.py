@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import ClassificationHead, arc_margin, positive, with_positive
+from .base import CosineHead, arc_margin, positive, with_positive
 from .registry import LOSSES
 
 
 @LOSSES.register("arcnegface")
-class ArcNegFace(ClassificationHead):
+class ArcNegFace(CosineHead):
     """Liu et al., "Towards Flops-constrained Face Recognition", ICCV-W 2019.
 
     f_y = s cos(theta_y + m) (ArcFace, with its theta + m > pi fallback); every negative
@@ -23,8 +23,7 @@ class ArcNegFace(ClassificationHead):
         super().__init__(num_classes, embedding_dim)
         self.s, self.m, self.alpha, self.sigma = s, m, alpha, sigma
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        cos = self.cosine(embeddings)
+    def logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
         cos_pos = positive(cos, labels)
         target = arc_margin(cos_pos, self.m)
         with torch.no_grad():

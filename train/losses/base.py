@@ -1,6 +1,10 @@
 """What every head shares: the class-weight matrix, cosine logits, the positive-logit
 margins and the MV-softmax hard-negative criterion.
 
+A margin head (`CosineHead`) is two things kept apart: the class matrix that gives the cosines,
+and the margin maths (`logits`) that turns cosines into logits. `train.partial_fc` keeps the
+second and replaces the first by class centres sharded across processes.
+
 Notation follows the papers: `cos` is the (N, C) matrix cos(theta_ij) between normalised
 embeddings and normalised class weights, `cos_pos` its ground-truth column cos(theta_iy),
 `target` the margined positive cosine that replaces it, `s` the logit scale.
@@ -8,6 +12,7 @@ embeddings and normalised class weights, `cos_pos` its ground-truth column cos(t
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Dict, Tuple, Union
 
 import torch
@@ -22,7 +27,7 @@ class ClassificationHead(nn.Module):
     """Holds `weight`, the class matrix W (num_classes x embedding_dim).
 
     Subclasses implement `forward(embeddings, labels) -> logits`, the final scaled logits
-    for cross-entropy, and call `remember(...)` so that `last` holds the detached
+    for cross-entropy (margin heads: `CosineHead.logits`), and call `remember(...)` so that `last` holds the detached
     diagnostics of the last batch (margin heads: `cos` (N, C) and `cos_pos` (N,), plus
     head-specific entries such as `hard_mask`; empty for plain softmax).
     """
@@ -37,7 +42,7 @@ class ClassificationHead(nn.Module):
 
     def cosine(self, embeddings: Tensor) -> Tensor:
         """cos(theta_ij) between L2-normalised embeddings and L2-normalised class weights."""
-        return F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1)).clamp(-1.0, 1.0)
+        return cosine(embeddings, self.weight)
 
     def loss(self, embeddings: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
         """(mean cross-entropy, logits) for this batch."""
@@ -46,6 +51,36 @@ class ClassificationHead(nn.Module):
 
     def remember(self, **diagnostics: Tensor) -> None:
         self.last = {name: value.detach() for name, value in diagnostics.items()}
+
+    @torch.no_grad()
+    def own_and_nearest(self, embeddings: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per sample, the cosine to its own class centre and to the nearest other one (it is
+        recognised where own >= nearest). One N x C product: for logging and recording steps."""
+        cos = self.cosine(embeddings)
+        return positive(cos, labels), cos.scatter(1, labels[:, None], float("-inf")).max(dim=1).values
+
+    @torch.no_grad()
+    def start_at(self, centres: Tensor) -> None:
+        """Class matrix := `centres` (C x embedding_dim), e.g. each identity's mean embedding."""
+        self.weight.copy_(centres.to(self.weight.device))
+
+
+class CosineHead(ClassificationHead, ABC):
+    """A margin head: its logits are a function of the cosine matrix (plus, for SphereFace, the
+    embeddings' norms), so the margin maths runs unchanged on cosines computed elsewhere."""
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return self.logits(self.cosine(embeddings), labels, embeddings)
+
+    @abstractmethod
+    def logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
+        """Final scaled logits from `cos` (N, C) and `labels` (each row's column in `cos`);
+        `embeddings` (N, D) are the rows' raw embeddings."""
+
+
+def cosine(embeddings: Tensor, centres: Tensor) -> Tensor:
+    """cos(theta_ij) between L2-normalised embeddings and L2-normalised class centres."""
+    return F.linear(F.normalize(embeddings, dim=1), F.normalize(centres, dim=1)).clamp(-1.0, 1.0)
 
 
 def positive(cos: Tensor, labels: Tensor) -> Tensor:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import ClassificationHead, positive, with_positive
+from .base import CosineHead, positive, with_positive
 from .registry import LOSSES
 
 
 @LOSSES.register("am-softmax")
 @LOSSES.register("cosface")
-class CosFace(ClassificationHead):
+class CosFace(CosineHead):
     """f_y = s (cos theta_y - m), f_j = s cos theta_j.
 
     Wang et al., "CosFace: Large Margin Cosine Loss", CVPR 2018 (s=64, m=0.35); the same
@@ -20,8 +20,7 @@ class CosFace(ClassificationHead):
         super().__init__(num_classes, embedding_dim)
         self.s, self.m = s, m
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        cos = self.cosine(embeddings)
+    def logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
         cos_pos = positive(cos, labels)
         self.remember(cos=cos, cos_pos=cos_pos)
         return self.s * with_positive(cos, labels, cos_pos - self.m)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import ClassificationHead, arc_margin, hard_mask, positive, with_positive
+from .base import CosineHead, arc_margin, hard_mask, positive, with_positive
 from .registry import LOSSES
 
 
 @LOSSES.register("curricularface")
-class CurricularFace(ClassificationHead):
+class CurricularFace(CosineHead):
     """Huang et al., "CurricularFace: Adaptive Curriculum Learning Loss", CVPR 2020.
 
     f_y = s cos(theta_y + m) (ArcFace, with its theta + m > pi fallback), s=64, m=0.5.
@@ -26,8 +26,7 @@ class CurricularFace(ClassificationHead):
         self.s, self.m, self.momentum = s, m, momentum
         self.register_buffer("t", torch.zeros(()))
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        cos = self.cosine(embeddings)
+    def logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
         cos_pos = positive(cos, labels)
         if self.training:
             with torch.no_grad():

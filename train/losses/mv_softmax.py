@@ -6,14 +6,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base import ClassificationHead, arc_margin, hard_mask, positive, with_positive
+from .base import CosineHead, arc_margin, hard_mask, positive, with_positive
 from .registry import LOSSES
 
 _DEFAULT_MARGIN = {"am": 0.35, "arc": 0.5}
 
 
 @LOSSES.register("mv-softmax")
-class MVSoftmax(ClassificationHead):
+class MVSoftmax(CosineHead):
     """Wang et al., "Mis-classified Vector Guided Softmax Loss", AAAI 2020 (MV-AM / MV-Arc).
 
     Positive: f_y = s (cos theta_y - m) (`margin_type="am"`, m=0.35) or s cos(theta_y + m)
@@ -31,8 +31,7 @@ class MVSoftmax(ClassificationHead):
         self.s, self.t, self.margin_type = s, t, margin_type
         self.m = _DEFAULT_MARGIN[margin_type] if m is None else m
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        cos = self.cosine(embeddings)
+    def logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
         cos_pos = positive(cos, labels)
         target = cos_pos - self.m if self.margin_type == "am" else arc_margin(cos_pos, self.m)
         mask = hard_mask(cos, labels, target)

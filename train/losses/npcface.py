@@ -6,14 +6,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base import ClassificationHead, arc_margin, hard_mask, positive, with_positive
+from .base import CosineHead, arc_margin, hard_mask, positive, with_positive
 from .registry import LOSSES
 
 HARD_MARGINS = ("adaptive", "fixed")
 
 
 @LOSSES.register("npcface")
-class NPCFace(ClassificationHead):
+class NPCFace(CosineHead):
     """Zeng, Shi et al., "NPCFace: A Negative-Positive Cooperation Supervision for Training
     Large-scale Face Recognition" (Eqs. 10-13 of the paper copy in shared/papers).
 
@@ -72,8 +72,7 @@ class NPCFace(ClassificationHead):
         hard_sum = torch.where(mask, cos, torch.zeros_like(cos)).sum(dim=1)
         return self.m0 + self.m1 * hard_sum / mask.sum(dim=1).clamp_min(1)
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        cos = self.cosine(embeddings)
+    def logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
         cos_pos = positive(cos, labels)
 
         def margined(margin):

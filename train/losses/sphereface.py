@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import ClassificationHead, positive, with_positive
+from .base import CosineHead, positive, with_positive
 from .registry import LOSSES
 
 
@@ -19,7 +19,7 @@ def cos_multiple(cos: Tensor, m: int) -> Tensor:
 
 
 @LOSSES.register("sphereface")
-class SphereFace(ClassificationHead):
+class SphereFace(CosineHead):
     """A-softmax (Liu et al., "SphereFace", CVPR 2017): W normalised, x not.
 
     f_j = ||x|| cos theta_j; f_y = ||x|| (lambda cos theta_y + psi(theta_y)) / (1 + lambda) with
@@ -40,10 +40,9 @@ class SphereFace(ClassificationHead):
     def lambda_(self) -> float:
         return max(self.lambda_min, self.base * (1 + self.gamma * int(self.iteration)) ** (-self.power))
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def logits(self, cos: Tensor, labels: Tensor, embeddings: Tensor) -> Tensor:
         if self.training:
             self.iteration += 1
-        cos = self.cosine(embeddings)
         cos_pos = positive(cos, labels)
         with torch.no_grad():
             k = torch.floor(self.m * torch.acos(cos_pos) / math.pi).clamp(max=self.m - 1)
