@@ -1,14 +1,19 @@
 """PartialFC: at sample rate 1.0 two sharded processes compute what the replicated head computes
 under DDP (loss, embedding and class-matrix gradients, every margin head); sampling keeps every
-positive; at rate 0.1 a sharded pair of processes learns a 2,000-class task."""
+positive; at rate 0.1 a sharded pair of processes learns a 2,000-class task; through the engine,
+each process checkpoints its shard and a resumed run ends where an uninterrupted one does."""
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
+from faces import lfw_identities
 from processes import run_in_processes
+from train.config import load_recipe
+from train.engine import PackedFaces, Trainer
 from train.distributed import mean_over_processes
 from train.losses import LOSSES, CosineHead, build_loss
 from train.losses.base import cosine
@@ -145,3 +150,39 @@ def test_rate_one_tenth_learns_a_two_thousand_class_task_on_two_processes():
         losses = result["losses"]
         assert sum(losses[-10:]) < 0.5 * sum(losses[:10]), losses
         assert result["before"] < 0.01 and result["after"] > 0.6, result  # measured: 0 -> 0.78 and 0.75
+
+
+SHARDED_RUN = ["model.name='ir18'", "model.width=0.25", "model.head='gdc'", "optim.batch_size=16", "optim.lr=0.01",
+               "partial_fc.enabled=true", "partial_fc.sample_rate=0.5", "run.checkpoint_every=1", "run.log_every=1"]
+
+
+def _train_sharded(rank, world, data, out, steps, resume):
+    trainer = Trainer(load_recipe("baseline", [*SHARDED_RUN, f"run.max_steps={steps}"]), PackedFaces(data), out,
+                      device="cpu", progress=False)
+    assert trainer.head.samples == [16, 16]  # half of each 20-class shard, less than every class: sampled
+    if resume:
+        assert trainer.load_state() and trainer.step == steps // 2
+    trainer.fit()
+    return {"shard": trainer.head.weight.detach().clone(), "model": trainer.model.state_dict()}
+
+
+@pytest.fixture(scope="module")
+def forty_people(tmp_path_factory):
+    images, labels = lfw_identities(people=40, per_person=2)
+    path = tmp_path_factory.mktemp("data") / "faces.npz"
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+def test_sharded_checkpoints_resume_each_rank_exactly(forty_people, tmp_path):
+    """Two processes train a sharded head through the engine; each saves its own shard, and a run
+    stopped after 2 steps and resumed ends where the uninterrupted 4-step run does."""
+    straight = run_in_processes(_train_sharded, 2, forty_people, tmp_path / "straight", 4, False)
+    run_in_processes(_train_sharded, 2, forty_people, tmp_path / "resumed", 2, False)
+    assert {p.name for p in (tmp_path / "resumed" / "state").glob("head*")} == {
+        "head.rank0-of-2.safetensors", "head.rank1-of-2.safetensors"}
+    resumed = run_in_processes(_train_sharded, 2, forty_people, tmp_path / "resumed", 4, True)
+    for a, b in zip(straight, resumed):
+        assert torch.equal(a["shard"], b["shard"])
+        assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+    assert not torch.equal(straight[0]["shard"][:16], straight[1]["shard"][:16])  # two different shards

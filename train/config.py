@@ -1,6 +1,6 @@
 """Training recipes: TOML files with the papers' hyperparameters, plus command-line overrides.
 
-A recipe has the sections [model], [loss], [optim], [aux], [init], [augment], [run] and, for
+A recipe has the sections [model], [loss], [optim], [aux], [init], [augment], [partial_fc], [run] and, for
 a method with training settings of its own (`FaceModel.training_settings`), a section named
 after the method (e.g. [arface]). `--set optim.lr=0.05` overrides any value;
 the values are parsed as TOML, so `--set model.width=0.25` gives a float and
@@ -30,6 +30,9 @@ DEFAULTS: Dict[str, Any] = {
     # Training-time augmentation: mirror with p=0.5; blur a fraction of each batch with a
     # Gaussian of sigma drawn uniformly from blur_sigma (pixels at 112 px).
     "augment": {"flip": True, "blur_fraction": 0.0, "blur_sigma": [0.5, 4.0]},
+    # PartialFC (train/partial_fc.py): the class matrix sharded over the processes, each using
+    # sample_rate of its centres per step (1.0: all, the exact softmax); for 85k+ classes.
+    "partial_fc": {"enabled": False, "sample_rate": 1.0},
     "run": {"seed": 0, "checkpoint_every": 200, "log_every": 10, "amp": "auto", "channels_last": "auto",
             "record_every_epoch": True, "max_steps": 0},
 }

@@ -8,7 +8,7 @@ backward sends each block's gradient back where the block came from.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
@@ -58,3 +58,18 @@ def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value)
         value /= world_size()
     return value
+
+
+def barrier() -> None:
+    """Wait until every process gets here."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def from_rank_zero(value: Any) -> Any:
+    """Rank 0's `value` (any picklable object), in every process."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

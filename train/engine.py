@@ -8,7 +8,6 @@ learning rate is a pure function of the step.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -19,21 +18,16 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from train import checkpoint
 from train.config import method_settings
-from train.losses import build_loss
+from train.heads import build_head, is_sharded, start_at_class_centres
 from train.recorders import EpochRecorders
 from train.steps import training_step
 import zoo
 from zoo.data.degrade import gaussian_blur
-from zoo.data.paths import atomic_folder
-from zoo.data.paths import cache_root
-
-STATE_DIR = "state"
 
 
 class TrainObjective(nn.Module):
@@ -77,6 +71,11 @@ class PackedFaces:
     def __len__(self) -> int:
         return len(self.images)
 
+    def in_order(self, batch: int):
+        """(uint8 faces, labels) batches in the set's order."""
+        for start in range(0, len(self), batch):
+            yield self.images[start:start + batch], self.labels[start:start + batch]
+
 
 def flip_some(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """(N,C,H,W) images mirrored where `flip` (the p = 0.5 augmentation)."""
@@ -98,9 +97,12 @@ class Trainer:
         torch.manual_seed(int(config["run"]["seed"]))  # same initial weights for the same recipe
         self.model, self.new_tensors = build_model(config)
         self.model.to(self.device)
-        loss_cfg = dict(config["loss"])
-        self.head = build_loss(loss_cfg.pop("name"), data.num_classes, self.model.config.embedding_dim,
-                               **loss_cfg).to(self.device)
+        optim = config["optim"]
+        self.per_rank_batch = int(optim["batch_size"]) // self.world
+        if self.per_rank_batch < 1:
+            raise ValueError(f"batch_size {optim['batch_size']} is smaller than the {self.world} processes")
+        self.head = build_head(config, data.num_classes, self.model.config.embedding_dim, self.per_rank_batch,
+                               self.rank, self.world).to(self.device)
         if config["init"]["head"] == "centres":
             start_at_class_centres(self.head, self.model, data, self.device, config["init"]["from"])
         elif config["init"]["head"] != "random":
@@ -116,6 +118,9 @@ class Trainer:
         own = {p for optimizer in self.extra_optimizers.values() for group in optimizer.param_groups
                for p in group["params"]}  # trained by the method's own losses, not the recognition loss
         if self.world > 1:
+            if is_sharded(self.head):  # each process trains its own shard: nothing of it to average
+                shard = {f"head.{name}" for name, _ in self.head.named_parameters()}
+                nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.objective, shard)
             self.objective = nn.parallel.DistributedDataParallel(
                 self.objective, find_unused_parameters=bool(own))
         self.optimizer = self._sgd([(n, p) for n, p in TrainObjective(self.model, self.head).named_parameters()
@@ -123,17 +128,13 @@ class Trainer:
         self.method_state: Dict[str, Any] = {}
         self.step = 0
         self.train_seconds = 0.0  # wall time spent in fit(), summed over resumes
-        optim = config["optim"]
-        self.per_rank_batch = int(optim["batch_size"]) // self.world
-        if self.per_rank_batch < 1:
-            raise ValueError(f"batch_size {optim['batch_size']} is smaller than the {self.world} processes")
         self.steps_per_epoch = len(data) // (self.per_rank_batch * self.world)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{data.path}: {len(data)} images cannot fill one batch of {optim['batch_size']}")
         self.total_steps = int(optim["epochs"]) * self.steps_per_epoch
         if run["max_steps"]:
             self.total_steps = min(self.total_steps, int(run["max_steps"]))
-        self.recorders = EpochRecorders(self.model, self.head)
+        self.recorders = EpochRecorders(self.model)
 
     def _sgd(self, named, lr):
         """Groups by (weight decay, learning-rate scale): t never decays; when fine-tuning with
@@ -181,43 +182,11 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------
     def save_state(self) -> None:
-        if self.rank != 0:
-            return
-        with atomic_folder(self.run_dir / STATE_DIR) as staging:
-            save_file(_cpu(self.model.state_dict()), str(staging / "model.safetensors"))
-            save_file(_cpu(self.head.state_dict()), str(staging / "head.safetensors"))
-            save_file(_momentum(self.optimizer), str(staging / "optimizer.safetensors"))
-            for name, optimizer in self.extra_optimizers.items():
-                save_file(_momentum(optimizer), str(staging / f"{name}_optimizer.safetensors"))
-            (staging / "state.json").write_text(json.dumps(
-                {"step": self.step, "total_steps": self.total_steps, "method_state": self.method_state,
-                 "architecture": self.model.config.to_dict(),
-                 "train_seconds": self.train_seconds, "world_size": self.world, "device": str(self.device),
-                 "data": {"path": str(self.data.path), "images": len(self.data),
-                          "identities": self.data.num_classes},
-                 "config": self.config}, indent=2))
+        checkpoint.save_state(self)
 
     def load_state(self) -> bool:
         """Resume from run_dir/state if present; returns whether it did."""
-        folder = self.run_dir / STATE_DIR
-        retired = self.run_dir / f".{STATE_DIR}.old"  # a kill between atomic_folder's two renames leaves only this
-        if not (folder / "state.json").is_file() and (retired / "state.json").is_file():
-            folder = retired
-        if not (folder / "state.json").is_file():
-            return False
-        state = json.loads((folder / "state.json").read_text())
-        if state["config"]["model"] != self.config["model"] or state["config"]["loss"] != self.config["loss"]:
-            raise ValueError(f"{folder}: the checkpoint was trained with another model or loss "
-                             f"({state['config']['model']}, {state['config']['loss']}); use a new --out folder")
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
-        self.head.load_state_dict(load_file(str(folder / "head.safetensors"), device=str(self.device)))
-        _restore_momentum(self.optimizer, load_file(str(folder / "optimizer.safetensors"), device=str(self.device)))
-        for name, optimizer in self.extra_optimizers.items():
-            saved = load_file(str(folder / f"{name}_optimizer.safetensors"), device=str(self.device))
-            _restore_momentum(optimizer, saved)
-        self.step, self.method_state = int(state["step"]), state["method_state"]
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        return True
+        return checkpoint.load_state(self)
 
     # ---- the loop ----------------------------------------------------------------------
     def log(self, record: Dict[str, Any], file: str = "log.jsonl") -> None:
@@ -244,7 +213,7 @@ class Trainer:
                 group["lr"] = self.lr * group["lr_scale"]
             images, labels = self.batch()
             result = training_step(self, images, labels)
-            self.recorders.observe(result, labels)
+            self.recorders.observe(result.own, result.nearest)
             self.step += 1
             window_images += len(labels) * self.world
             if self.step % int(run["log_every"]) == 0 or self.step == self.total_steps:
@@ -288,41 +257,6 @@ def build_model(config: Dict[str, Any]):
     return model, set(model.init_from(trained))
 
 
-@torch.no_grad()
-def start_at_class_centres(head: nn.Module, model: zoo.FaceModel, data: "PackedFaces", device, source: str) -> None:
-    """Class matrix = each identity's mean (normalised) embedding under the starting model, so a
-    pretrained model's first steps refine its embedding instead of chasing a random head.
-
-    Every method's `init_from` starts at the checkpoint's embedding, so the centres depend only
-    on (checkpoint, faces): they are cached in cache/centres/ and shared by the methods.
-    """
-    key = hashlib.sha1(f"{source}|{_fingerprint(source)}|{data.path}|{len(data)}|{int(data.labels.sum())}|"
-                       f"{data.num_classes}".encode()).hexdigest()[:16]
-    path = cache_root(None) / "centres" / f"{key}.safetensors"
-    if path.is_file():
-        head.weight.copy_(load_file(str(path))["centres"].to(head.weight.device))
-        return
-    sums = torch.zeros(data.num_classes, model.config.embedding_dim)
-    for start in tqdm(range(0, len(data), 256), desc="class centres", unit="batch", leave=False):
-        faces = model.preprocess(data.images[start:start + 256])
-        sums.index_add_(0, data.labels[start:start + 256], model.embed(faces.to(device)).cpu())
-    centres = torch.nn.functional.normalize(sums, dim=1)
-    head.weight.copy_(centres.to(head.weight.device))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file({"centres": centres.contiguous()}, str(staging))
-    staging.replace(path)
-
-
-def _fingerprint(source: str) -> str:
-    """The checkpoint's weights by content: other weights get new centres, a republished card
-    (same weights, new file time) keeps them."""
-    folder = Path(zoo.LOCAL_ZOO) / source if (Path(zoo.LOCAL_ZOO) / source).is_dir() else Path(source)
-    weights = folder / "model.safetensors"
-    with safe_open(str(weights), framework="pt") as reader:
-        return hashlib.sha1(b"".join(reader.get_tensor(k).numpy().tobytes() for k in sorted(reader.keys()))).hexdigest()
-
-
 def blur_some(faces: torch.Tensor, fraction: float, sigma_range) -> torch.Tensor:
     """uint8 NHWC faces with a random `fraction` of them Gaussian-blurred, each with its own
     sigma ~ U(sigma_range): the same blur as the test-time `blurS` condition."""
@@ -337,25 +271,3 @@ def blur_some(faces: torch.Tensor, fraction: float, sigma_range) -> torch.Tensor
     for i, sigma in zip(chosen, sigmas):
         out[i] = torch.from_numpy(gaussian_blur(faces[i].numpy(), sigma))
     return out
-
-
-def _cpu(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
-
-def _momentum(optimizer: torch.optim.Optimizer) -> Dict[str, torch.Tensor]:
-    """Momentum buffers keyed by (group, position): stable across runs of the same config."""
-    out = {}
-    for g, group in enumerate(optimizer.param_groups):
-        for i, p in enumerate(group["params"]):
-            buf = optimizer.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                out[f"{g}.{i}"] = buf.detach().contiguous().cpu()
-    return out
-
-
-def _restore_momentum(optimizer: torch.optim.Optimizer, buffers: Dict[str, torch.Tensor]) -> None:
-    for g, group in enumerate(optimizer.param_groups):
-        for i, p in enumerate(group["params"]):
-            if f"{g}.{i}" in buffers:
-                optimizer.state[p]["momentum_buffer"] = buffers[f"{g}.{i}"].to(p.device)

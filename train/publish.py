@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from train.engine import STATE_DIR
+from train.checkpoint import STATE_DIR
 import zoo
 from zoo import card, hub
 from zoo.checkpoint import CONFIG_FILE, PAIR_RESULTS_FILE, CheckpointError, load_weights

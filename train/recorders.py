@@ -2,7 +2,7 @@
 
 - the method's own records (`FaceModel.epoch_records`), e.g. SCAN's `scan_t`: every SAC
   layer's learnt t (the paper's Fig. 3 densities over epochs).
-- `margins`: NPCFace's Fig. 3/5/6 data for any loss with a class-weight matrix: for
+- `margins`: NPCFace's Fig. 3/5/6 data, for every head: for
   mis-classified samples, the distance (1 - cos) to the own class centre and to the nearest
   other centre; histograms of the positive cosine of mis- vs well-classified samples.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from zoo import FaceModel
 
@@ -21,8 +19,8 @@ MAX_PAIRS_PER_EPOCH = 2000
 
 
 class EpochRecorders:
-    def __init__(self, model: FaceModel, head: nn.Module):
-        self.model, self.head = model, head
+    def __init__(self, model: FaceModel):
+        self.model = model
         self._reset()
 
     def _reset(self) -> None:
@@ -32,13 +30,8 @@ class EpochRecorders:
         self.well_hist = torch.zeros(len(COSINE_BINS) - 1)
 
     @torch.no_grad()
-    def observe(self, result, labels: torch.Tensor) -> None:
-        weight = getattr(self.head, "weight", None)
-        if weight is None:
-            return
-        cos = F.normalize(result.embeddings.float(), dim=1) @ F.normalize(weight.detach().float(), dim=1).T
-        own = cos.gather(1, labels[:, None]).squeeze(1)
-        others = cos.scatter(1, labels[:, None], float("-inf")).max(dim=1).values
+    def observe(self, own: torch.Tensor, others: torch.Tensor) -> None:
+        """A batch's cosines to the own and to the nearest other class centre (`own_and_nearest`)."""
         mis = others > own
         self.mis_hist += torch.histogram(own[mis].cpu(), COSINE_BINS).hist
         self.well_hist += torch.histogram(own[~mis].cpu(), COSINE_BINS).hist
@@ -49,13 +42,12 @@ class EpochRecorders:
 
     def flush(self) -> Dict[str, Any]:
         record: Dict[str, Any] = self.model.epoch_records()
-        if getattr(self.head, "weight", None) is not None:
-            pairs = torch.cat(self.pairs) if self.pairs else torch.zeros(0, 2)
-            record["margins"] = {
-                "bins": COSINE_BINS.tolist(),
-                "misclassified_positive_cos_hist": self.mis_hist.tolist(),
-                "well_classified_positive_cos_hist": self.well_hist.tolist(),
-                "misclassified_distance_own_vs_nearest": [[round(a, 5), round(b, 5)] for a, b in pairs.tolist()],
-            }
+        pairs = torch.cat(self.pairs) if self.pairs else torch.zeros(0, 2)
+        record["margins"] = {
+            "bins": COSINE_BINS.tolist(),
+            "misclassified_positive_cos_hist": self.mis_hist.tolist(),
+            "well_classified_positive_cos_hist": self.well_hist.tolist(),
+            "misclassified_distance_own_vs_nearest": [[round(a, 5), round(b, 5)] for a, b in pairs.tolist()],
+        }
         self._reset()
         return record

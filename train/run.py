@@ -20,7 +20,8 @@ import torch
 import torch.distributed as dist
 
 from train.config import ConfigError, load_recipe, recipe_names
-from train.engine import STATE_DIR, PackedFaces, Trainer
+from train.checkpoint import STATE_DIR
+from train.engine import PackedFaces, Trainer
 from train.steps import NonFiniteLoss
 
 

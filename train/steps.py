@@ -11,16 +11,23 @@ from dataclasses import dataclass, field
 from typing import Dict
 
 import torch
-import torch.distributed as dist
+
+from train.distributed import mean_over_processes
 
 
 @dataclass
 class StepResult:
     loss: torch.Tensor                     # the total loss that was optimised (detached)
     terms: Dict[str, float]                # each term, for the logs
-    correct: torch.Tensor                  # (N,) bool: nearest class centre is the right one
+    own: torch.Tensor                      # (N,) cosine to the own class centre, after the step
+    nearest: torch.Tensor                  # (N,) cosine to the nearest other class centre
     embeddings: torch.Tensor               # (N, 512) detached raw embeddings
     extra: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """(N,) bool: the nearest class centre is the right one."""
+        return self.own >= self.nearest
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -52,9 +59,9 @@ def standard_step(trainer, images, labels) -> StepResult:
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     trainer.optimizer.step()
-    with torch.no_grad():  # right = nearest class centre; margin logits would hide the target
-        correct = trainer.head.cosine(embeddings.detach().float()).argmax(1) == labels
-    return StepResult(loss.detach(), {k: v.item() for k, v in terms.items()}, correct, embeddings.detach())
+    # right = nearest class centre; margin logits would hide the target
+    own, nearest = trainer.head.own_and_nearest(embeddings.detach().float(), labels)
+    return StepResult(loss.detach(), {k: v.item() for k, v in terms.items()}, own, nearest, embeddings.detach())
 
 
 def extra_step(trainer, result: StepResult) -> StepResult:
@@ -77,11 +84,3 @@ def extra_step(trainer, result: StepResult) -> StepResult:
 def training_step(trainer, images, labels) -> StepResult:
     """One batch: the recognition (+ auxiliary) step, then the method's own losses, if any."""
     return extra_step(trainer, standard_step(trainer, images, labels))
-
-
-def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
-    """`value` averaged over the torchrun processes, in place; itself in a single process."""
-    if dist.is_initialized():
-        dist.all_reduce(value)
-        value /= dist.get_world_size()
-    return value
