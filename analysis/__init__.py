@@ -19,6 +19,7 @@ app and the tests use directly) and a function turning that data into a plotly f
 | occlusion sensitivity of similarity | occlusion_sensitivity | occlusion_figure | any, peers too |
 | hard pos./neg. correlation (NPCFace) | records_correlation, model_hard_samples | epochs_figure, hard_samples_figure | any |
 | embedding UMAP | embedding_umap | umap_figure | any |
+| errors and disagreements (stored per-pair results) | model_errors, model_disagreements, disagreement_counts | disagreement_figure | any, peers too |
 
 A method declares which of the method-specific analyses its models show
 (`FaceModel.analyses`); `available_analyses(model)` lists what a model can show, and asking
@@ -32,6 +33,9 @@ from .common import AnalysisError, available_analyses
 from .correlation import (EpochCorrelation, HardSamples, centre_distances, epochs_figure, hard_samples_figure,
                           histogram_overlap, model_hard_samples, pearson, records_correlation)
 from .embeddings import EmbeddingCache, EmbeddingMap, embed_faces, embedding_umap, model_fingerprint, umap_figure
+from .error_browser import (ConditionResults, Disagreements, PairResults, RankedPairs, disagreement_counts,
+                            disagreement_figure, model_disagreements, model_errors, read_pair_results,
+                            stored_pair_results, stored_results_file)
 from .export import png_export_status, save, save_all
 from .gradcam import GradCamMaps, SimilarityTarget, gradcam_figure, gradcam_similarity
 from .images import as_face, as_faces, overlay, resize_map
@@ -49,4 +53,6 @@ __all__ = [
     "records_correlation", "records_t", "reflected_kde", "residual_attention", "residual_attention_figure",
     "resize_map", "save", "save_all", "scale_layers", "scale_maps", "scale_maps_figure", "scale_sweep",
     "t_densities", "t_density_figure", "umap_figure",
+    "ConditionResults", "Disagreements", "PairResults", "RankedPairs", "disagreement_counts", "disagreement_figure",
+    "model_disagreements", "model_errors", "read_pair_results", "stored_pair_results", "stored_results_file",
 ]
