@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import analysis
 import zoo
@@ -23,6 +23,8 @@ from zoo.data import Aligner, make_aligner
 from .models import ModelSet, ZooEntry
 from .photos import APP_ALIGNER, Pair, Photo, PhotoCache
 from .tabs.blur_lab import BlurCurve, blur_curve, degradation
+from .tabs.error_browser import (DEFAULT_CONDITION, DEFAULT_PROTOCOL, DEFAULT_ROWS, ErrorBrowser, browse, pair_files,
+                                 stored_results)
 from .tabs.embeddings import GALLERY_DIR, GalleryMap, GalleryPlacement, Progress
 from .tabs.explain import Explanations, detail_entry, explain
 from .tabs.occlusion import occlusion
@@ -92,6 +94,25 @@ class Service:
         entry = self.models.select([model] if model else None)[0]
         pair = self.pair(path_a, path_b, index_a, index_b)
         return pair, occlusion(entry, pair, patch, stride, self._lock)
+
+    def error_browser(self, model: Optional[str] = None, protocol: str = DEFAULT_PROTOCOL,
+                      condition: str = DEFAULT_CONDITION, view: str = "errors", rows: int = DEFAULT_ROWS,
+                      models: Optional[Sequence[str]] = None) -> ErrorBrowser:
+        """`model`'s errors (or disagreements) on a protocol and condition among `models`, ranked, with the
+        first `rows` rows' faces and the disagreement matrix, from the per-pair results stored beside them."""
+        entry = self.models.select([model] if model else None)[0]
+        return browse(self.models.select(models), entry, protocol, condition, view, rows, self.photos.aligner,
+                      self._lock)
+
+    def error_browser_pair(self, model: Optional[str], protocol: str, condition: str, view: str, rank: int,
+                           models: Optional[Sequence[str]] = None) -> Tuple[Path, Path, Dict]:
+        """The image files of row `rank` of the error browser's list, and the row."""
+        entry = self.models.select([model] if model else None)[0]
+        return pair_files(self.models.select(models), entry, protocol, condition, view, rank)
+
+    def error_browser_protocols(self) -> Dict[str, List[str]]:
+        """Every protocol (-> its conditions) in the usable models' stored per-pair results."""
+        return stored_results([e for e in self.entries() if e.model is not None]).protocols()
 
     def place_in_gallery(self, path_a=None, path_b=None, model: Optional[str] = None, index_a: int = 0,
                          index_b: int = 0, progress: Optional[Progress] = None) -> GalleryPlacement:

@@ -9,6 +9,8 @@ Every event that does work has an `api_name`, so `gradio_client` can call what t
     /blur_curve   (..., models, kind, sigma, size, target)      -> similarity per degradation level
     /explain      (..., models, detail_model)                   -> Grad-CAM and each method's own maps
     /occlusion    (..., model, patch, stride)                   -> similarity drop as parts of face A are greyed
+    /error_browser      (model, protocol, condition, view, rows, models) -> ranked errors or disagreements, matrix
+    /error_browser_open (model, protocol, condition, view, rank, models) -> that row's images as photos A and B
     /embeddings   (photo_a, photo_b, face_a, face_b, model)     -> the gallery's UMAP with the photos in it
     /zoo_list     ()                                            -> models, thresholds and accuracies
     /model_card   (model)                                       -> a model's card
