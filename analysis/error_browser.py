@@ -57,8 +57,9 @@ def stored_results_file(model: str, folder: Optional[PathLike] = None) -> Path:
 def how_to_store(model: str, path: Path) -> str:
     """The commands that make `model`'s missing results file at `path`."""
     spec = model if is_peer(model) or path.parent == zoo.LOCAL_ZOO / model else str(path.parent)
-    made = result_file(Path("DIR"), spec).with_suffix(PAIRS_SUFFIX)
-    return f"python -m zoo.evaluate --model {spec} {EVALUATE_SETTINGS} --out-dir DIR, then copy {made} to {path}"
+    name = result_file(Path(), model).stem  # --out NAME.json writes NAME.pairs.csv.gz beside it
+    return (f"python -m zoo.evaluate --model {spec} {EVALUATE_SETTINGS} --out {name}.json, then copy "
+            f"{name}{PAIRS_SUFFIX} to {path}")
 
 
 @functools.lru_cache(maxsize=64)
