@@ -1,4 +1,4 @@
-"""Training engine: every method learns on real faces, exact resume, torchrun, NaN stop."""
+"""Training engine: every method learns on real faces, exact resume, torchrun, NaN stop, compile."""
 import json
 import os
 import signal
@@ -158,6 +158,44 @@ def test_non_finite_loss_stops_with_a_clear_message(packed, tmp_path):
     trainer = Trainer(config, PackedFaces(packed), tmp_path, device="cpu", progress=False)
     with pytest.raises(NonFiniteLoss, match=r"step 0: loss term 'rmo' is nan"):
         trainer.fit()
+
+
+def test_losses_are_read_once_per_log_window_and_cosines_only_when_kept(packed, tmp_path):
+    """log_every=5, 3 steps an epoch: the per-face cosines (an N x C product) are computed only on the
+    steps that log (5, 10) or end an epoch (3, 6, 9); a NaN at step 6 stops the run when its window
+    closes, at step 10, naming step 6, and the checkpoint is the one from before it."""
+    config = recipe("baseline", "model.name='ir18'", "model.head='gdc'", "run.max_steps=10", "run.log_every=5",
+                    "run.checkpoint_every=5")
+    trainer = Trainer(config, PackedFaces(packed), tmp_path, device="cpu", progress=False)
+    scored_steps = []
+    own_and_nearest, recognition = trainer.head.own_and_nearest, trainer.head.loss
+
+    def counted(*args):
+        scored_steps.append(trainer.step + 1)
+        return own_and_nearest(*args)
+
+    def poisoned(embeddings, labels):
+        loss, logits = recognition(embeddings, labels)
+        return (loss * float("nan") if trainer.step == 6 else loss), logits
+
+    trainer.head.own_and_nearest, trainer.head.loss = counted, poisoned
+    with pytest.raises(NonFiniteLoss, match=r"step 6: loss term 'recognition' is nan"):
+        trainer.fit()
+    assert trainer.step == 10 and scored_steps == [3, 5, 6, 9, 10]
+    assert [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()] == [5]
+    assert json.loads((tmp_path / "state" / "state.json").read_text())["step"] == 5
+
+
+def test_a_compiled_model_trains_the_very_same_steps(packed, tmp_path):
+    """run.compile goes through torch.compile; its "eager" backend (tracing, no code generation:
+    inductor takes minutes on a CPU) must leave every weight as the uncompiled run leaves it."""
+    weights = {}
+    for compiled in ("false", "'eager'"):
+        config = recipe("baseline", "model.name='ir18'", "model.head='gdc'", "run.max_steps=2", f"run.compile={compiled}")
+        trainer = Trainer(config, PackedFaces(packed), tmp_path / compiled.strip("'"), device="cpu", progress=False)
+        trainer.fit()
+        weights[compiled] = trainer.model.state_dict()
+    assert all(torch.equal(weights["false"][key], weights["'eager'"][key]) for key in weights["false"])
 
 
 def test_recipe_errors_name_the_problem(tmp_path):

@@ -152,7 +152,7 @@ def test_rate_one_tenth_learns_a_two_thousand_class_task_on_two_processes():
         assert result["before"] < 0.01 and result["after"] > 0.6, result  # measured: 0 -> 0.78 and 0.75
 
 
-SHARDED_RUN = ["model.name='ir18'", "model.width=0.25", "model.head='gdc'", "optim.batch_size=16", "optim.lr=0.01",
+SHARDED_RUN = ["model.name='ir18'", "model.width=0.25", "model.head='gdc'", "optim.batch_size=8", "optim.lr=0.01",
                "partial_fc.enabled=true", "partial_fc.sample_rate=0.5", "run.checkpoint_every=1", "run.log_every=1"]
 
 

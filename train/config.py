@@ -33,8 +33,10 @@ DEFAULTS: Dict[str, Any] = {
     # PartialFC (train/partial_fc.py): the class matrix sharded over the processes, each using
     # sample_rate of its centres per step (1.0: all, the exact softmax); for 85k+ classes.
     "partial_fc": {"enabled": False, "sample_rate": 1.0},
+    # compile: false, true (torch.compile's default backend, inductor) or a backend name ("eager":
+    # tracing only, what the CPU tests use).
     "run": {"seed": 0, "checkpoint_every": 200, "log_every": 10, "amp": "auto", "channels_last": "auto",
-            "record_every_epoch": True, "max_steps": 0},
+            "record_every_epoch": True, "max_steps": 0, "compile": False},
 }
 
 
@@ -105,6 +107,20 @@ def read_recipe(path: Path, seen: tuple = ()) -> Dict[str, Any]:
     if base is not None:
         recipe = {**read_recipe(resolve_path(str(base)), (*seen, path)), **recipe}
     return recipe
+
+
+def for_processes(config: Dict[str, Any], world: int) -> Dict[str, Any]:
+    """The recipe as `world` processes run it. `optim.batch_size` is per process (per GPU), so the
+    global batch is `world` times larger, and so are the learning rates (optim.lr and
+    init.backbone_lr; the linear scaling rule of Goyal et al., 2017). The rates as run and the
+    `scaling` section go into the run's saved config; a method's own optimiser is left as it is."""
+    config = copy.deepcopy(config)
+    config["optim"]["lr"] = float(config["optim"]["lr"]) * world
+    if config["init"]["backbone_lr"] is not None:
+        config["init"]["backbone_lr"] = float(config["init"]["backbone_lr"]) * world
+    config["scaling"] = {"processes": world, "batch_per_process": int(config["optim"]["batch_size"]),
+                         "global_batch_size": int(config["optim"]["batch_size"]) * world, "lr_factor": world}
+    return config
 
 
 def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:

@@ -17,15 +17,14 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from train import checkpoint
-from train.config import method_settings
+from train import checkpoint, distributed
+from train.config import for_processes, method_settings
 from train.heads import build_head, is_sharded, start_at_class_centres
 from train.recorders import EpochRecorders
-from train.steps import training_step
+from train.steps import LossWindow, training_step
 import zoo
 from zoo.data.degrade import gaussian_blur
 
@@ -87,9 +86,9 @@ def flip_some(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 class Trainer:
     def __init__(self, config: Dict[str, Any], data: PackedFaces, run_dir: Path,
                  device: Optional[str] = None, progress: bool = True):
-        self.config, self.data, self.run_dir = config, data, Path(run_dir)
-        self.rank = dist.get_rank() if dist.is_initialized() else 0
-        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.config = config = for_processes(config, self.world)
+        self.data, self.run_dir = data, Path(run_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -98,9 +97,7 @@ class Trainer:
         self.model, self.new_tensors = build_model(config)
         self.model.to(self.device)
         optim = config["optim"]
-        self.per_rank_batch = int(optim["batch_size"]) // self.world
-        if self.per_rank_batch < 1:
-            raise ValueError(f"batch_size {optim['batch_size']} is smaller than the {self.world} processes")
+        self.per_rank_batch = int(optim["batch_size"])
         self.head = build_head(config, data.num_classes, self.model.config.embedding_dim, self.per_rank_batch,
                                self.rank, self.world).to(self.device)
         if config["init"]["head"] == "centres":
@@ -112,6 +109,10 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.amp = run["amp"] is True or (run["amp"] == "auto" and self.device.type == "cuda")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one input shape all run: let cuDNN time its kernels once
+        if run["compile"]:
+            self.model.compile(**({} if run["compile"] is True else {"backend": run["compile"]}))
         self.objective = TrainObjective(self.model, self.head)
         self.method_settings = method_settings(config, self.model)
         self.extra_optimizers = self.model.extra_optimizers(self.method_settings)
@@ -130,7 +131,8 @@ class Trainer:
         self.train_seconds = 0.0  # wall time spent in fit(), summed over resumes
         self.steps_per_epoch = len(data) // (self.per_rank_batch * self.world)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{data.path}: {len(data)} images cannot fill one batch of {optim['batch_size']}")
+            raise ValueError(f"{data.path}: {len(data)} images cannot fill one batch of {optim['batch_size']} "
+                             f"in each of {self.world} process(es)")
         self.total_steps = int(optim["epochs"]) * self.steps_per_epoch
         if run["max_steps"]:
             self.total_steps = min(self.total_steps, int(run["max_steps"]))
@@ -200,26 +202,42 @@ class Trainer:
         default); backward, the optimiser steps and the heads stay out of it."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
+    def closes_window(self, step: int) -> bool:
+        """Whether the log window closes after `step` steps: every log_every steps, and before
+        every checkpoint (a checkpoint is written only once its losses are known to be finite)."""
+        run = self.config["run"]
+        return step % int(run["log_every"]) == 0 or step % int(run["checkpoint_every"]) == 0 or step == self.total_steps
+
+    def records(self, step: int) -> bool:
+        """Whether the margin records observe the batch of step `step`: the steps that close a log
+        window and the last step of each epoch."""
+        return bool(self.config["run"]["record_every_epoch"]) and (
+            self.closes_window(step) or step % self.steps_per_epoch == 0)
+
     def fit(self) -> Dict[str, Any]:
         run = self.config["run"]
         self.objective.train()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
                    desc=f"{self.model.name} ({self.config['recipe']})", unit="step")
-        window_start, window_images, last = time.perf_counter(), 0, {}
+        window, last = LossWindow(), {}
+        window_start, window_images = time.perf_counter(), 0
         fit_start = time.perf_counter() - self.train_seconds
         while self.step < self.total_steps:
             torch.manual_seed((int(run["seed"]) * 1_000_003 + self.step) * 131 + self.rank)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * group["lr_scale"]
             images, labels = self.batch()
-            result = training_step(self, images, labels)
-            self.recorders.observe(result.own, result.nearest)
+            recording = self.records(self.step + 1)
+            result = training_step(self, images, labels, scored=recording or self.closes_window(self.step + 1))
+            window.add(self.step, result.loss, result.terms)
+            if recording:
+                self.recorders.observe(result.own, result.nearest)
             self.step += 1
             window_images += len(labels) * self.world
-            if self.step % int(run["log_every"]) == 0 or self.step == self.total_steps:
+            if self.closes_window(self.step):
+                means = window.close(self.lr, {"accuracy": result.correct.float().mean()})
                 elapsed = time.perf_counter() - window_start
-                last = {"step": self.step, "epoch": self.epoch, "lr": self.lr, "loss": result.loss.item(),
-                        "terms": result.terms, "accuracy": result.correct.float().mean().item(),
+                last = {"step": self.step, "epoch": self.epoch, "lr": self.lr, **means,
                         "images_per_s": window_images / max(elapsed, 1e-9), **result.extra}
                 self.log(last)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}",
