@@ -32,7 +32,8 @@ import torch
 
 from bench.common import write_results
 from train.config import load_recipe
-from train.engine import PackedFaces, Trainer
+from train.data import PackedFaces
+from train.engine import Trainer
 from zoo.tables import markdown_table
 
 TRAIN_SET = Path(__file__).resolve().parents[1] / "cache" / "packed" / "facescope-small-train.npz"

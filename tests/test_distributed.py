@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from faces import lfw_identities
+from packed import pack_lfw
 from processes import run_in_processes
 from train.config import for_processes, load_recipe
-from train.engine import PackedFaces, Trainer
+from train.data import PackedFaces
+from train.engine import Trainer
 from train.steps import NonFiniteLoss
 
 RUN = ["model.name='ir18'", "model.width=0.25", "model.head='gdc'", "optim.batch_size=8", "optim.lr=0.01",
@@ -21,10 +21,7 @@ POISONED_STEP = 4
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    images, labels = lfw_identities(people=8, per_person=6)
-    path = tmp_path_factory.mktemp("data") / "faces.npz"
-    np.savez(path, images=images, labels=labels)
-    return path
+    return pack_lfw(tmp_path_factory.mktemp("data"), people=8, per_person=6)
 
 
 def _poisoned_on_rank_one(rank, world, data, out):

@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,9 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from faces import lfw_identities
+from packed import pack_lfw
+from processes import free_port
 from train.config import ConfigError, load_recipe
-from train.engine import PackedFaces, Trainer
+from train.data import PackedFaces
+from train.engine import Trainer
 from train.steps import NonFiniteLoss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,10 +26,7 @@ SMALL = ["model.width=0.25", "optim.batch_size=16", "optim.epochs=100", "optim.m
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    images, labels = lfw_identities(people=8, per_person=6)
-    path = tmp_path_factory.mktemp("data") / "faces.npz"
-    np.savez(path, images=images, labels=labels)
-    return path
+    return pack_lfw(tmp_path_factory.mktemp("data"), people=8, per_person=6)
 
 
 def recipe(name, *extra):
@@ -131,16 +129,10 @@ def test_existing_run_needs_resume(packed, tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_torchrun_on_cpu(packed, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "train.run", "baseline", "--data", str(packed),
+           "--master_port", str(free_port()), "-m", "train.run", "baseline", "--data", str(packed),
            "--out", str(out), "--device", "cpu", "--no-progress", "--threads", "1",
            "--set", "model.name='ir18'", "--set", "model.width=0.25", "--set", "model.head='gdc'",
            "--set", "optim.batch_size=16", "--set", "run.max_steps=3", "--set", "run.log_every=1"]

@@ -10,7 +10,8 @@ import zoo
 from faces import lfw_identities
 from train import validate
 from train.config import ConfigError, load_recipe
-from train.engine import PackedFaces, Trainer, blur_some
+from train.data import PackedFaces, blur_some
+from train.engine import Trainer
 from zoo.data.degrade import gaussian_blur
 
 REFERENCE = "mobilefacenet.y1"  # the imported InsightFace model: stays in the embedded zoo

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import zoo
-from faces import lfw_identities
+from packed import pack_lfw
 from train.config import load_recipe
-from train.engine import PackedFaces, Trainer, TrainObjective
+from train.data import PackedFaces
+from train.engine import Trainer, TrainObjective
 from train.losses import LOSSES, build_loss
 
 RECIPES = {"baseline": "model.name='ir18'", "scan": "model.name='scan-ir18'", "sranet": "model.name='sranet-ir18'",
@@ -25,10 +26,7 @@ BF16 = ["model.width=0.25", "optim.batch_size=8", "run.max_steps=1", "run.log_ev
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    images, labels = lfw_identities(people=4, per_person=4)
-    path = tmp_path_factory.mktemp("data") / "faces.npz"
-    np.savez(path, images=images, labels=labels)
-    return path
+    return pack_lfw(tmp_path_factory.mktemp("data"), people=4, per_person=4)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
-from faces import lfw_identities
+from packed import pack_lfw
 from processes import run_in_processes
 from train.config import load_recipe
-from train.engine import PackedFaces, Trainer
+from train.data import PackedFaces
+from train.engine import Trainer
 from train.distributed import mean_over_processes
 from train.losses import LOSSES, CosineHead, build_loss
 from train.losses.base import cosine
@@ -69,12 +69,17 @@ def test_rate_one_on_two_processes_matches_the_replicated_head():
                 torch.testing.assert_close(sharded[key], replicated[key], msg=f"{name} buffer {key}")
 
 
+def head_and_shard(name, classes, rate):
+    """A seeded head, PartialFC over a copy of it in one process, and a batch of embeddings."""
+    torch.manual_seed(0)
+    head = build_loss(name, classes, embedding_dim=DIM)
+    return head, PartialFC(copy.deepcopy(head), rate, ROWS), torch.randn(ROWS, DIM)
+
+
 @pytest.mark.fast
 def test_one_process_at_rate_one_is_the_head_itself():
-    torch.manual_seed(0)
-    head = build_loss("npcface", 40, embedding_dim=DIM)
-    sharded = PartialFC(copy.deepcopy(head), 1.0, ROWS)
-    embeddings, labels = torch.randn(ROWS, DIM), torch.tensor([0, 5, 5, 17, 39, 2])
+    head, sharded, embeddings = head_and_shard("npcface", 40, 1.0)
+    labels = torch.tensor([0, 5, 5, 17, 39, 2])
     assert torch.equal(sharded.loss(embeddings, labels)[1], head.loss(embeddings, labels)[1])
     assert all(torch.equal(a, b) for a, b in zip(sharded.own_and_nearest(embeddings, labels),
                                                   head.own_and_nearest(embeddings, labels)))
@@ -82,10 +87,8 @@ def test_one_process_at_rate_one_is_the_head_itself():
 
 @pytest.mark.fast
 def test_sampling_keeps_every_positive_and_its_cosine():
-    torch.manual_seed(0)
-    head = build_loss("arcface", 200, embedding_dim=DIM)
-    sharded = PartialFC(copy.deepcopy(head), 0.1, ROWS)
-    embeddings, labels = torch.randn(ROWS, DIM), torch.tensor([3, 3, 50, 120, 199, 7])
+    head, sharded, embeddings = head_and_shard("arcface", 200, 0.1)
+    labels = torch.tensor([3, 3, 50, 120, 199, 7])
     loss, logits = sharded.loss(embeddings, labels)
     assert logits.shape == (ROWS, 20)  # 10% of 200 centres
     expected = cosine(embeddings, head.weight).gather(1, labels[:, None]).squeeze(1)
@@ -168,10 +171,7 @@ def _train_sharded(rank, world, data, out, steps, resume):
 
 @pytest.fixture(scope="module")
 def forty_people(tmp_path_factory):
-    images, labels = lfw_identities(people=40, per_person=2)
-    path = tmp_path_factory.mktemp("data") / "faces.npz"
-    np.savez(path, images=images, labels=labels)
-    return path
+    return pack_lfw(tmp_path_factory.mktemp("data"), people=40, per_person=2)
 
 
 def test_sharded_checkpoints_resume_each_rank_exactly(forty_people, tmp_path):

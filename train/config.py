@@ -34,9 +34,10 @@ DEFAULTS: Dict[str, Any] = {
     # sample_rate of its centres per step (1.0: all, the exact softmax); for 85k+ classes.
     "partial_fc": {"enabled": False, "sample_rate": 1.0},
     # compile: false, true (torch.compile's default backend, inductor) or a backend name ("eager":
-    # tracing only, what the CPU tests use).
+    # tracing only, what the CPU tests use). workers: DataLoader processes ("auto": none for a
+    # packed .npz, up to 8 for a streamed .rec or folder).
     "run": {"seed": 0, "checkpoint_every": 200, "log_every": 10, "amp": "auto", "channels_last": "auto",
-            "record_every_epoch": True, "max_steps": 0, "compile": False},
+            "record_every_epoch": True, "max_steps": 0, "compile": False, "workers": "auto"},
 }
 
 

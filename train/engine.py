@@ -4,7 +4,13 @@ Exact resume without pickles: the data order of an epoch is a seeded permutation
 global RNG is reseeded from (seed, step, rank) before every step, so a run restarted from a
 checkpoint (weights, momentum buffers, step counter, method state; safetensors + JSON)
 replays the very batches, flips and samples the uninterrupted run would have seen. The
-learning rate is a pure function of the step.
+learning rate is a pure function of the step. Exact on the CPU; on CUDA some backward
+kernels (scatter, index_add) sum in a nondeterministic order, so a resumed run drifts in the
+last bits.
+
+Under torchrun each process takes `optim.batch_size` faces per step (the learning rates scale
+with the processes: `train.config.for_processes`); the data (`train.data`) arrive as uint8 and
+are normalised on the device; the losses are read once per log window (`train.steps`).
 """
 from __future__ import annotations
 
@@ -15,18 +21,17 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from train import checkpoint, distributed
 from train.config import for_processes, method_settings
+from train.data import StepBatches, TrainingFaces, blur_some, flip_some, training_loader
 from train.heads import build_head, is_sharded, start_at_class_centres
 from train.recorders import EpochRecorders
 from train.steps import LossWindow, training_step
 import zoo
-from zoo.data.degrade import gaussian_blur
 
 
 class TrainObjective(nn.Module):
@@ -48,43 +53,8 @@ class TrainObjective(nn.Module):
         return embeddings, logits, {"recognition": recognition, **auxiliary}
 
 
-class PackedFaces:
-    """Aligned training faces held in memory: uint8 (N,112,112,3) images and int labels."""
-
-    def __init__(self, path: Path, images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None):
-        if images is None:
-            with np.load(path) as data:
-                images = torch.from_numpy(np.ascontiguousarray(data["images"]))
-                labels = torch.from_numpy(data["labels"].astype(np.int64))
-        self.images, self.labels = images, labels
-        if len(self.images) == 0:
-            raise ValueError(f"{path}: the training set is empty")
-        self.num_classes = int(self.labels.max()) + 1
-        self.path = path
-
-    def subset(self, keep: torch.Tensor) -> "PackedFaces":
-        """The faces where `keep` (bool, per face) holds, identities renumbered 0..K-1."""
-        labels = self.labels[keep]
-        return PackedFaces(self.path, self.images[keep], torch.unique(labels, return_inverse=True)[1])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def in_order(self, batch: int):
-        """(uint8 faces, labels) batches in the set's order."""
-        for start in range(0, len(self), batch):
-            yield self.images[start:start + batch], self.labels[start:start + batch]
-
-
-def flip_some(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """(N,C,H,W) images mirrored where `flip` (the p = 0.5 augmentation)."""
-    if not flip.any():
-        return images
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
-
-
 class Trainer:
-    def __init__(self, config: Dict[str, Any], data: PackedFaces, run_dir: Path,
+    def __init__(self, config: Dict[str, Any], data: TrainingFaces, run_dir: Path,
                  device: Optional[str] = None, progress: bool = True):
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.config = config = for_processes(config, self.world)
@@ -129,7 +99,7 @@ class Trainer:
         self.method_state: Dict[str, Any] = {}
         self.step = 0
         self.train_seconds = 0.0  # wall time spent in fit(), summed over resumes
-        self.steps_per_epoch = len(data) // (self.per_rank_batch * self.world)
+        self.steps_per_epoch = self.order(0).steps_per_epoch
         if self.steps_per_epoch == 0:
             raise ValueError(f"{data.path}: {len(data)} images cannot fill one batch of {optim['batch_size']} "
                              f"in each of {self.world} process(es)")
@@ -168,19 +138,24 @@ class Trainer:
         passed = sum(self.epoch >= m for m in optim["milestones"])
         return float(optim["lr"]) * float(optim["gamma"]) ** passed
 
-    def batch(self):
-        """This rank's images and labels for the current step."""
-        generator = torch.Generator().manual_seed(int(self.config["run"]["seed"]) * 7919 + self.epoch)
-        order = torch.randperm(len(self.data), generator=generator)
-        start = (self.step % self.steps_per_epoch) * self.per_rank_batch * self.world + self.rank * self.per_rank_batch
-        index = order[start:start + self.per_rank_batch]
+    def order(self, start: int) -> StepBatches:
+        """This process's batches from step `start` on (DistributedSampler's order)."""
+        seed = int(self.config["run"]["seed"]) * 7919
+        return StepBatches(self.data, self.per_rank_batch, seed, start, self.rank, self.world)
+
+    def on_device(self, faces: torch.Tensor, labels: torch.Tensor):
+        """A loaded batch as the step's input. The augmentation is drawn from the step's seeded
+        RNG; blur (when the recipe asks) runs on the CPU, bit for bit the evaluation's; the uint8
+        faces cross to the device (asynchronously from pinned memory) and are normalised and
+        flipped there."""
         augment = self.config["augment"]
-        flip = torch.rand(len(index)) < (0.5 if augment["flip"] else 0.0)
-        faces = blur_some(self.data.images[index], float(augment["blur_fraction"]), augment["blur_sigma"])
-        images = flip_some(self.model.preprocess(faces), flip).to(self.device)
+        flip = torch.rand(len(labels)) < (0.5 if augment["flip"] else 0.0)
+        faces = blur_some(faces, float(augment["blur_fraction"]), augment["blur_sigma"])
+        faces = faces.to(self.device, non_blocking=True)
+        images = flip_some(self.model.preprocess(faces), flip)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return images, self.data.labels[index].to(self.device)
+        return images, labels.to(self.device, non_blocking=True)
 
     # ---- checkpoints -------------------------------------------------------------------
     def save_state(self) -> None:
@@ -222,11 +197,12 @@ class Trainer:
         window, last = LossWindow(), {}
         window_start, window_images = time.perf_counter(), 0
         fit_start = time.perf_counter() - self.train_seconds
+        batches = iter(training_loader(self.data, self.order(self.step), run["workers"], self.device.type == "cuda"))
         while self.step < self.total_steps:
             torch.manual_seed((int(run["seed"]) * 1_000_003 + self.step) * 131 + self.rank)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * group["lr_scale"]
-            images, labels = self.batch()
+            images, labels = self.on_device(*next(batches))
             recording = self.records(self.step + 1)
             result = training_step(self, images, labels, scored=recording or self.closes_window(self.step + 1))
             window.add(self.step, result.loss, result.terms)
@@ -273,19 +249,3 @@ def build_model(config: Dict[str, Any]):
     model = zoo.build(name, **model_cfg)
     zoo.model.inherit_bn_eps(model, trained.config.bn_eps)
     return model, set(model.init_from(trained))
-
-
-def blur_some(faces: torch.Tensor, fraction: float, sigma_range) -> torch.Tensor:
-    """uint8 NHWC faces with a random `fraction` of them Gaussian-blurred, each with its own
-    sigma ~ U(sigma_range): the same blur as the test-time `blurS` condition."""
-    if fraction <= 0:
-        return faces
-    chosen = torch.nonzero(torch.rand(len(faces)) < fraction).flatten().tolist()
-    if not chosen:
-        return faces
-    low, high = (float(v) for v in sigma_range)
-    sigmas = torch.empty(len(chosen)).uniform_(low, high).tolist()
-    out = faces.clone()
-    for i, sigma in zip(chosen, sigmas):
-        out[i] = torch.from_numpy(gaussian_blur(faces[i].numpy(), sigma))
-    return out

@@ -1,8 +1,9 @@
-"""Train a recipe on packed aligned faces, on the CPU, one GPU, or many through torchrun.
+"""Train a recipe on aligned faces, on the CPU, one GPU, or many through torchrun.
 
     python -m train.run scan --data cache/packed/facescope-small-train.npz --out runs/scan
     python -m train.run scan --data ... --out runs/scan --set model.width=0.25 --set optim.epochs=8
     torchrun --nproc_per_node 4 -m train.run scan --data ... --out runs/scan
+    torchrun --nproc_per_node 8 -m train.run baseline --data ms1m/train.rec --out runs/ms1m --set partial_fc.enabled=true
     python -m train.run scan --data ... --out runs/scan --resume      # after an interruption
 
 Writes to --out: log.jsonl (loss, accuracy, images/s), records.jsonl (per-epoch learnt t and
@@ -21,7 +22,8 @@ import torch.distributed as dist
 
 from train.config import ConfigError, load_recipe, recipe_names
 from train.checkpoint import STATE_DIR
-from train.engine import PackedFaces, Trainer
+from train.data import open_training_set
+from train.engine import Trainer
 from train.steps import NonFiniteLoss
 
 
@@ -30,7 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help=f"recipe name from train/configs ({', '.join(recipe_names())}) "
                                        "or a path to a .toml file")
-    parser.add_argument("--data", required=True, type=Path, help="packed training faces (.npz from train.prepare)")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="training faces: a packed .npz (train.prepare), an InsightFace train.rec (beside its "
+                             "train.idx), or a folder of aligned 112x112 crops, one sub-folder per identity")
     parser.add_argument("--out", required=True, type=Path, help="run folder (logs, records, resumable state)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a recipe value, e.g. --set optim.lr=0.05 (repeatable)")
@@ -55,10 +59,7 @@ def main(argv=None) -> int:
         config = load_recipe(args.recipe, args.overrides)
         if (args.out / STATE_DIR).exists() and not args.resume:
             raise ConfigError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
-        if not args.data.is_file():
-            raise FileNotFoundError(f"{args.data}: no such packed training set "
-                                    "(make one with python -m train.prepare)")
-        trainer = Trainer(config, PackedFaces(args.data), args.out, device=args.device,
+        trainer = Trainer(config, open_training_set(args.data), args.out, device=args.device,
                           progress=not args.no_progress)
         resumed = args.resume and trainer.load_state()
         if trainer.rank == 0:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from train.config import ConfigError, load_recipe
-from train.engine import PackedFaces, Trainer
+from train.data import PackedFaces
+from train.engine import Trainer
 from zoo import metrics
 from zoo.data.degrade import parse_degradation
 from zoo.evaluate import embed_images

@@ -14,9 +14,10 @@ Files without that header record are read as "every key is an image".
 """
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -98,7 +99,10 @@ class RecordIOWriter(_Closing):
 
 
 class RecordIOReader(_Closing):
-    """Random access to records through the `.idx` offsets."""
+    """Random access to records through the `.idx` offsets.
+
+    Reads are positional (`os.pread`), with no shared file offset, so DataLoader worker processes
+    forked from the process that opened the file can all read through it at once."""
 
     def __init__(self, rec_path: PathLike, idx_path: Optional[PathLike] = None):
         self.rec_path = require_file(rec_path, "RecordIO .rec file")
@@ -115,7 +119,7 @@ class RecordIOReader(_Closing):
                     raise FormatError(f"expected 'key<TAB>offset', got {line.rstrip()!r}",
                                       self.idx_path, line_number) from None
                 self.offsets[key] = offset
-        self._file: BinaryIO = open(self.rec_path, "rb")
+        self._fd = os.open(self.rec_path, os.O_RDONLY)
 
     @property
     def keys(self) -> List[int]:
@@ -124,9 +128,14 @@ class RecordIOReader(_Closing):
     def _where(self, key: int) -> str:
         return f"{self.rec_path} (record {key} at byte {self.offsets[key]})"
 
-    def _part(self, key: int) -> Tuple[int, int]:
-        """Read one part's 8-byte header at the current position: (continuation flag, length)."""
-        head = self._file.read(8)
+    def _start(self, key: int) -> int:
+        if key not in self.offsets:
+            raise FormatError(f"key {key} is not in the index", self.idx_path)
+        return self.offsets[key]
+
+    def _part(self, key: int, position: int) -> Tuple[int, int]:
+        """The 8-byte header of the part at `position`: (continuation flag, length)."""
+        head = os.pread(self._fd, 8, position)
         if len(head) < 8:
             raise FormatError("file ends inside a record header", self._where(key))
         magic, lrecord = struct.unpack("<II", head)
@@ -134,38 +143,32 @@ class RecordIOReader(_Closing):
             raise FormatError(f"bad magic 0x{magic:08x} (expected 0x{MAGIC:08x})", self._where(key))
         return lrecord >> 29, lrecord & _LENGTH_MASK
 
-    def _seek(self, key: int) -> None:
-        if key not in self.offsets:
-            raise FormatError(f"key {key} is not in the index", self.idx_path)
-        self._file.seek(self.offsets[key])
-
     def read(self, key: int) -> bytes:
-        self._seek(key)
-        parts = []
+        position, parts = self._start(key), []
         while True:
-            flag, length = self._part(key)
-            data = self._file.read(length)
+            flag, length = self._part(key, position)
+            data = os.pread(self._fd, length, position + 8)
             if len(data) < length:
                 raise FormatError(f"file ends inside a record ({len(data)} of {length} bytes)", self._where(key))
             parts.append(data)
             if flag in (0, 3):
                 return _MAGIC_BYTES.join(parts)
-            self._file.seek(-length % 4, 1)
+            position += 8 + length + (-length % 4)
 
     def read_head(self, key: int, size: int) -> bytes:
         """The first `size` bytes of a record without reading the rest (labels of a large
         file are read from the headers alone)."""
-        self._seek(key)
-        flag, length = self._part(key)
+        position = self._start(key)
+        flag, length = self._part(key, position)
         if flag != 0 and length < size:
             return self.read(key)[:size]
-        data = self._file.read(min(size, length))
+        data = os.pread(self._fd, min(size, length), position + 8)
         if len(data) < min(size, length):
             raise FormatError("file ends inside a record", self._where(key))
         return data
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 class RecordIODataset:
