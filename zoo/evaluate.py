@@ -4,11 +4,15 @@
 
 Pipeline per protocol: read the pair list -> align every image once (`--aligner`, default
 YuNet; its name goes into the results and so into model cards; cached on disk; faces
-not found fall back to a centre crop and are counted as `fallback_alignments`) -> for each
-condition (blur / low-resolution level, applied to the aligned crop, identical for every
-model) embed the crops (optionally with flip-test) -> cosine score per pair ->
+not found fall back to a centre crop and are counted as `fallback_alignments`) -> embed each
+image once per condition (blur / low-resolution level, applied to the aligned crop, identical
+for every model; optionally with flip-test; images an earlier protocol of the run embedded,
+CFP-FF's frontal faces in CFP-FP, are not embedded again) -> cosine score per pair ->
 `zoo.metrics.verification_metrics`. Pairs whose image is missing or unreadable are
 skipped and listed with the reason and the protocol line (or, with --strict, stop the run).
+
+Alignment and embedding run in `--workers` processes (`zoo.pipeline`); `--runtime onnx` embeds
+with onnxruntime on the model's ONNX export (`zoo.runtime`), same accuracies as torch.
 """
 from __future__ import annotations
 
@@ -22,16 +26,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from . import metrics, report
-from .data import CropCache, DataError, Degradation, PairList, align_files, load_protocol, parse_degradation
+from . import report
+from .data import CropCache, DataError, Degradation, load_protocol, parse_degradation
 from .data.align import DEFAULT_ALIGNER, aligner_names
-from .backbones import to_input
 from .data.paths import atomic_write, data_root
+from .pipeline import DEFAULT_BATCH, Pipeline, embed_images
+from .runtime import DEFAULT_RUNTIME, make_embedder, runtime_names
+from .verification import evaluate_protocol, pair_results, protocol_results, write_pair_results
 
-DEFAULT_BATCH = 64
-WARN_FALLBACK = 0.05  # a larger share of faceless images is printed as a warning
+# Also what the trainer's validation, the analyses, the benches and the tests import from here.
+__all__ = ["DEFAULT_BATCH", "ModelNotFoundError", "build_parser", "embed_images", "evaluate_protocol", "main",
+           "pair_results", "protocol_results", "resolve_model", "result_file", "run", "write_pair_results"]
 
 
 class ModelNotFoundError(LookupError):
@@ -58,59 +64,6 @@ def resolve_model(spec: str, build_options: Optional[Dict[str, object]] = None) 
             raise ModelNotFoundError(f"{not_found}; {unknown.args[0]}") from None
 
 
-def embed_images(model, images: np.ndarray, batch_size: int = DEFAULT_BATCH, flip: bool = False,
-                 device: str = "cpu", progress: bool = False, desc: str = "embed") -> np.ndarray:
-    """(N,D) float32 L2-normalised embeddings of (N,112,112,3) uint8 crops, scaled by the model's
-    own `preprocess` (its config's convention); flip-test adds the mirrored crop's embedding
-    before normalising (normalise(e(x) + e(flip(x))))."""
-    out = []
-    preprocess = getattr(model, "preprocess", to_input)
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-        batch = preprocess(images[start:start + batch_size]).to(device)
-        embedding = model.embed(batch)
-        if flip:
-            embedding = embedding + model.embed(torch.flip(batch, dims=[3]))
-        out.append(torch.nn.functional.normalize(embedding.float(), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
-
-
-def pair_results(pairs: PairList, condition: str, scores: np.ndarray,
-                 fold_thresholds: Sequence[float]) -> List[Dict[str, object]]:
-    """Every pair's similarity, its fold's threshold (learnt on the other 9 folds) and the
-    verdict: what an error browser or a disagreement count needs without recomputing."""
-    folds = np.unique(pairs.folds)
-    threshold_of = {int(f): float(t) for f, t in zip(folds, fold_thresholds)}
-    rows = []
-    for k, (a, b, same, fold, score) in enumerate(zip(pairs.first, pairs.second, pairs.issame, pairs.folds, scores)):
-        threshold = threshold_of[int(fold)]
-        rows.append({"protocol": pairs.name, "condition": condition, "line": pairs.where(k), "first": str(a),
-                     "second": str(b), "same": bool(same), "fold": int(fold), "similarity": round(float(score), 6),
-                     "threshold": round(threshold, 6), "verdict_same": bool(score >= threshold),
-                     "correct": bool((score >= threshold) == same)})
-    return rows
-
-
-def write_pair_results(path: Path, rows: List[Dict[str, object]], root: Optional[Path] = None) -> None:
-    """Gzipped CSV (a 7,000-pair protocol at three conditions is about 0.5 MB). Image and pair-list
-    paths under `root` (the data root) are written relative to it, so the file works on any machine
-    that has the data (an error browser resolves them against its own data root)."""
-    import csv
-    import gzip
-    import io
-
-    def portable(value: str) -> str:
-        path = Path(value.rsplit(":", 1)[0]) if root is not None else None
-        if path is not None and path.is_absolute() and path.is_relative_to(root):
-            return str(Path(value).relative_to(root))
-        return value
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["protocol"])
-    writer.writeheader()
-    writer.writerows({**row, **{key: portable(row[key]) for key in ("first", "second", "line")}} for row in rows)
-    atomic_write(path, lambda out: out.write(gzip.compress(text.getvalue().encode(), mtime=0)))
-
-
 def parse_levels(blur: str, lowres: str) -> List[Degradation]:
     names = [f"blur{b.strip()}" for b in blur.split(",") if b.strip()]
     names += [f"lowres{s.strip()}" for s in lowres.split(",") if s.strip()]
@@ -122,84 +75,6 @@ def parse_levels(blur: str, lowres: str) -> List[Degradation]:
     if not conditions:
         raise ValueError("no test condition: give --blur and/or --lowres levels")
     return conditions
-
-
-def evaluate_protocol(model, pairs: PairList, conditions: Sequence[Degradation], cache: CropCache,
-                      flip: bool = False, batch_size: int = DEFAULT_BATCH, device: str = "cpu",
-                      strict: bool = False, workers: int = 1, progress: bool = True,
-                      memo: Optional[Dict[Tuple[str, Path], np.ndarray]] = None,
-                      max_fallback: Optional[float] = None, preview: Optional[Path] = None,
-                      pair_rows: Optional[List[Dict[str, object]]] = None) -> Dict[str, object]:
-    """Metrics of one protocol under each condition, as JSON-ready data.
-
-    `memo` (condition name, image) -> embedding lets protocols that share images (CFP-FF and
-    CFP-FP share the frontal faces) embed them once per run. Alignment comes first and is
-    reported before any embedding: above WARN_FALLBACK of images without a detected face a
-    warning is printed, above `max_fallback` the run stops (DataError); `preview` (a folder)
-    gets `<protocol>-alignment.png`, a grid of sample crops and of the faceless images.
-    `pair_rows`, when given, receives one row per pair and condition (`pair_results`).
-    """
-    memo = {} if memo is None else memo
-    aligned = align_files(pairs.images(), cache, workers, progress, desc=f"align {pairs.name}")
-    if preview is not None:
-        report.alignment_preview(aligned, Path(preview) / f"{pairs.name}-alignment.png")
-    fraction = aligned.fallbacks / max(len(aligned.paths), 1)
-    if max_fallback is not None and fraction > max_fallback:
-        raise DataError(f"{aligned.fallbacks} of {len(aligned.paths)} images ({100 * fraction:.1f}%) have no detected "
-                        f"face, above --max-fallback {max_fallback:g}; the centre crops would measure the detector, "
-                        "not the model. Look at them with --preview, or try --aligner dlib", pairs.origins[0][0])
-    if fraction > WARN_FALLBACK:
-        print(f"warning: {pairs.name}: {aligned.fallbacks} of {len(aligned.paths)} images ({100 * fraction:.1f}%) have "
-              f"no detected face and are centre-cropped (the JSON lists them all; --preview shows them)",
-              file=sys.stderr, flush=True)
-    skipped, valid = [], []
-    for k, (a, b) in enumerate(zip(pairs.first, pairs.second)):
-        bad = [aligned.errors[p] for p in (a, b) if p in aligned.errors]
-        if not bad:
-            valid.append(k)
-            continue
-        if strict:
-            raise DataError(f"pair needs an unusable image: {bad[0]}", *pairs.origins[k])
-        skipped.append({"pair": pairs.where(k), "reason": str(bad[0])})
-    result: Dict[str, object] = {
-        "name": pairs.name, "source": sorted({f for f, _ in pairs.origins}), "pairs_total": len(pairs),
-        "pairs_skipped": len(skipped), "skipped": skipped, "images": len(pairs.images()),
-        "fallback_alignments": aligned.fallbacks,
-        "fallback_fraction": round(aligned.fallbacks / max(len(aligned.paths), 1), 6),
-        "fallback_images": [str(p) for p, m in zip(aligned.paths, aligned.methods) if m == "center-crop"],
-        "align_seconds": round(aligned.seconds, 2), "conditions": {},
-    }
-    if progress:
-        rate = f", {aligned.aligned_now / aligned.seconds:.0f} img/s" if aligned.aligned_now and aligned.seconds else ""
-        print(f"{pairs.name}: {len(aligned.paths)} images aligned by {cache.aligner.name} ({aligned.aligned_now} new in "
-              f"{aligned.seconds:.1f} s{rate}; the rest from the crop cache, shared by every model); "
-              f"{aligned.fallbacks} without a detected face ({100 * result['fallback_fraction']:.1f}%)",
-              file=sys.stderr, flush=True)
-    if not valid:
-        raise DataError("every pair of the protocol was skipped (no usable images); "
-                        f"first reason: {skipped[0]['reason']}", pairs.origins[0][0])
-    used = pairs.select(valid)
-    index = aligned.index()
-    for condition in conditions:
-        start = time.perf_counter()
-        todo = [p for p in aligned.paths if (condition.name, p) not in memo]
-        if todo:
-            rows = [index[p] for p in todo]
-            images = condition.apply_batch(aligned.images[rows])
-            vectors = embed_images(model, images, batch_size, flip, device, progress,
-                                   desc=f"embed {pairs.name} {condition.name}")
-            memo.update({(condition.name, p): v for p, v in zip(todo, vectors)})
-        first = np.stack([memo[(condition.name, p)] for p in used.first])
-        second = np.stack([memo[(condition.name, p)] for p in used.second])
-        scores = metrics.cosine_scores(first, second)
-        values = metrics.verification_metrics(scores, used.issame, used.folds)
-        result["conditions"][condition.name] = {
-            "degradation": {"kind": condition.kind, "amount": condition.amount}, **values,
-            "embedded_images": len(todo), "embed_and_metrics_seconds": round(time.perf_counter() - start, 2),
-        }
-        if pair_rows is not None:
-            pair_rows += pair_results(used, condition.name, scores, values["fold_thresholds"])
-    return result
 
 
 def _build_options(items: Sequence[str]) -> Dict[str, object]:
@@ -276,10 +151,15 @@ TAR@FAR columns are always 0.1, 0.01, 0.001: "n/a" where the list has under 1/FA
     parser.add_argument("--aligner", choices=aligner_names(), default=DEFAULT_ALIGNER,
                         help=f"face detector + landmarks: {', '.join(aligner_names())} (default {DEFAULT_ALIGNER}); "
                              "recorded in the results")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"images per forward pass (default {DEFAULT_BATCH})")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                        help=f"images per forward pass (default {DEFAULT_BATCH}: on a CPU small batches run fastest)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--runtime", choices=runtime_names(), default=DEFAULT_RUNTIME,
+                        help="what computes the embeddings: torch (default) or onnx (onnxruntime on the model's ONNX "
+                             "export, made once and kept in the cache folder; CPU only); peers run on their own engine")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="processes for first-time alignment (default: the CPU count)")
+                        help="processes (one thread each) that align and embed (default: the CPU count; 1 = all in "
+                             "this process, with torch's own threads)")
     parser.add_argument("--max-pairs", type=int,
                         help="evaluate only this many pairs per protocol, spread over folds (smoke tests)")
     parser.add_argument("--build-option", action="append", default=[], metavar="KEY=VALUE",
@@ -313,11 +193,13 @@ def run(args: argparse.Namespace, spec: Optional[str] = None,
     model = model.to(args.device).eval()
     conditions = parse_levels(args.blur, args.lowres)
     cache = CropCache(args.cache_dir, getattr(args, "aligner", None))
+    embedder = make_embedder(getattr(args, "runtime", None), model, cache.root, args.device)
     memo = {} if memo is None else memo
     results = {
         "model": {"spec": spec, "resolved_by": how, "name": getattr(model, "name", type(model).__name__),
                   "parameters": int(sum(p.numel() for p in model.parameters()))},
         "settings": {"flip_test": args.flip, "batch_size": args.batch_size, "device": args.device,
+                     "runtime": embedder.runtime, "embedded_by": embedder.served_by,
                      "data_root": str(data_root(args.data_root)), "aligner": cache.aligner.name,
                      "aligner_version": cache.aligner.version,
                      "max_pairs": args.max_pairs, "conditions": [c.name for c in conditions],
@@ -328,16 +210,16 @@ def run(args: argparse.Namespace, spec: Optional[str] = None,
                                    "far_levels_omitted"},
         "protocols": {},
     }
-    for name in [p.strip() for p in args.protocol.split(",") if p.strip()]:
-        pairs = load_protocol(name, args.data_root, args.images_root)
-        if args.max_pairs:
-            pairs = pairs.subset(args.max_pairs)
-        if pairs.name in results["protocols"]:
-            raise ValueError(f"two protocols are both labelled {pairs.name!r}: rename one of the pair lists")
-        results["protocols"][pairs.name] = evaluate_protocol(
-            model, pairs, conditions, cache, args.flip, args.batch_size, args.device, args.strict,
-            args.workers, not args.quiet, memo, getattr(args, "max_fallback", None), getattr(args, "preview", None),
-            pair_rows)
+    with Pipeline(embedder, cache, args.workers, args.batch_size, args.flip, args.device) as pipeline:
+        for name in [p.strip() for p in args.protocol.split(",") if p.strip()]:
+            pairs = load_protocol(name, args.data_root, args.images_root)
+            if args.max_pairs:
+                pairs = pairs.subset(args.max_pairs)
+            if pairs.name in results["protocols"]:
+                raise ValueError(f"two protocols are both labelled {pairs.name!r}: rename one of the pair lists")
+            results["protocols"][pairs.name] = protocol_results(
+                pipeline, pairs, conditions, args.strict, not args.quiet, memo, getattr(args, "max_fallback", None),
+                getattr(args, "preview", None), pair_rows)
     results["seconds"] = round(time.perf_counter() - start, 2)
     return results
 

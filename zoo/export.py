@@ -11,6 +11,8 @@ comes out (`embedding_dim`), so a runtime needs nothing from FaceScope to use it
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Union
@@ -56,7 +58,10 @@ def export_onnx(model: FaceModel, out: Union[str, Path], source: str = "") -> Pa
                         "(pretrained peers already come as their own files)")
     network = model.inference_form().eval()
     example = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
-    scratch = Path(out).with_name(f".{Path(out).name}.export")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(dir=Path(out).parent, prefix=f".{Path(out).name}.", suffix=".export")
+    os.close(handle)  # its own name, so processes exporting the same file at once never share one
+    scratch = Path(scratch)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # export notes about ops it decomposes

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import resource
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 from PIL import Image, PngImagePlugin
 from tqdm import tqdm
@@ -45,6 +45,10 @@ class CropCache:
     @property
     def aligner_name(self) -> str:
         return self.aligner.name
+
+    def worker_args(self) -> tuple:
+        """`_worker_init`'s arguments that rebuild this cache (same folder, same aligner) in a worker."""
+        return str(self.root), self.aligner.name, self.aligner.options(), self.aligner.version
 
     def path_for(self, source: PathLike) -> Path:
         source = Path(source).resolve()
@@ -84,7 +88,9 @@ class CropCache:
 
 @dataclass
 class AlignedImages:
-    """Crops of many files: `images[i]` is the crop of `paths[i]`; failures listed apart."""
+    """Crops of many files: `images[i]` is the crop of `paths[i]`; failures listed apart.
+    `cpu_seconds`: this process's and its alignment workers' CPU time (what a busy machine
+    distorts less than the wall time, `seconds`)."""
 
     paths: List[Path]
     images: np.ndarray
@@ -108,30 +114,53 @@ _WORKER_CACHE: Optional[CropCache] = None
 def _worker_init(root: str, aligner: str = None, options: Optional[dict] = None,
                  version: Optional[str] = None) -> None:
     """Each worker builds its own aligner by registered name (+ the parent's settings): a
-    detector is never shared between processes, and the crops match the parent's key."""
+    detector is never shared between processes, and the crops match the parent's key. OpenCV
+    gets one thread: the workers are the parallelism."""
     global _WORKER_CACHE
+    cv2.setNumThreads(1)
     _WORKER_CACHE = CropCache(root, make_aligner(aligner, **(options or {})))
     if version is not None and _WORKER_CACHE.aligner.version != version:
         raise RuntimeError(f"worker aligner {_WORKER_CACHE.aligner.version} != parent's {version}")
 
 
-def _worker_align(source: Path):
-    """Align into the cache in a worker process; returns None or the error to re-raise."""
+def _worker_align(source: Path) -> Tuple[Union[AlignedFace, DataError], float]:
+    """Align into the cache in a worker process: the crop (or the error to report) and the CPU
+    seconds it took (a pool that outlives the call is not in RUSAGE_CHILDREN yet)."""
+    start = time.process_time()
+    return _align_or_error(_WORKER_CACHE, source), time.process_time() - start
+
+
+def _align_or_error(cache: CropCache, source: Path) -> Union[AlignedFace, DataError]:
     try:
-        _WORKER_CACHE.get(source)
-        return None
+        return cache.get(source)
     except DataError as error:
         return error
 
 
-def align_files(sources: Sequence[PathLike], cache: CropCache, workers: int = 1,
-                progress: bool = True, desc: str = "align") -> AlignedImages:
-    """Crops for every source, aligning the uncached ones (in `workers` processes if > 1).
+def _aligned(missing: List[Path], cache: CropCache, workers: int,
+             pool: Optional[Executor]) -> Iterator[Tuple[Union[AlignedFace, DataError], float]]:
+    """(crop or error, CPU seconds spent in another process) of each of `missing`, in order: in
+    `pool`, else in `workers` processes started for this call, else here (0 s elsewhere)."""
+    if pool is None and workers > 1 and len(missing) > workers:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                                 initargs=cache.worker_args()) as own:
+            yield from own.map(_worker_align, missing, chunksize=16)
+    elif pool is not None:
+        yield from pool.map(_worker_align, missing, chunksize=16)
+    else:
+        for source in missing:
+            yield _align_or_error(cache, source), 0.0
+
+
+def align_files(sources: Sequence[PathLike], cache: CropCache, workers: int = 1, progress: bool = True,
+                desc: str = "align", pool: Optional[Executor] = None) -> AlignedImages:
+    """Crops for every source, aligning the uncached ones in `pool` (processes set up by
+    `_worker_init`, e.g. the evaluation's), else in `workers` new processes if > 1, else here.
 
     Bad files do not stop the run: they are returned in `errors` so the caller decides
     whether to skip (evaluation reports them) or fail (strict mode).
     """
-    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    start, cpu = time.perf_counter(), -time.process_time()
     sources = list(dict.fromkeys(Path(s) for s in sources))
     faces: Dict[Path, AlignedFace] = {}
     errors: Dict[Path, DataError] = {}
@@ -143,37 +172,15 @@ def align_files(sources: Sequence[PathLike], cache: CropCache, workers: int = 1,
         else:
             missing.append(source)
     bar = tqdm(total=len(sources), initial=len(faces), desc=desc, unit="img", disable=not progress, leave=False)
-    if workers > 1 and len(missing) > workers:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                 initargs=(str(cache.root), cache.aligner.name, cache.aligner.options(),
-                                           cache.aligner.version)) as pool:
-            for source, error in zip(missing, pool.map(_worker_align, missing, chunksize=16)):
-                if error is None:
-                    face = cache.load(source)
-                    if face is None:
-                        error = DataError("aligned crop could not be read back from the cache", source)
-                if error is None:
-                    faces[source] = face
-                else:
-                    errors[source] = error
-                bar.update()
-    else:
-        for source in missing:
-            try:
-                faces[source] = cache.get(source)
-            except DataError as error:
-                errors[source] = error
-            bar.update()
+    for source, (result, seconds) in zip(missing, _aligned(missing, cache, workers, pool)):
+        if isinstance(result, DataError):
+            errors[source] = result
+        else:
+            faces[source] = result
+        cpu += seconds
+        bar.update()
     bar.close()
     good = [s for s in sources if s in faces]
     images = np.stack([faces[s].image for s in good]) if good else np.zeros((0, SIZE, SIZE, 3), np.uint8)
     return AlignedImages(good, images, [faces[s].method for s in good], errors, time.perf_counter() - start,
-                         _cpu_seconds() - cpu_start, len(missing) - len(errors))
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and its finished workers: throughput that a busy shared
-    machine does not distort the way it distorts wall time."""
-    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+                         cpu + time.process_time(), len(missing) - len(errors))
