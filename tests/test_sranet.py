@@ -1,9 +1,11 @@
-"""SRANet: attention shapes and normalisation per variant, residual zero-init, training, explain, checkpoints."""
+"""SRANet: attention shapes and normalisation per variant, residual zero-init, training, explain,
+checkpoints, and the fast formulation against the plain one it replaced."""
 import pytest
 import torch
 
 import zoo
-from zoo.methods.sranet import SelfChannelAttention, SelfSpatialAttention
+from zoo.methods import sranet
+from zoo.methods.sranet import SelfChannelAttention, SelfSpatialAttention, attend, reduce_spatial
 from faces import lfw_faces, pretrained_like
 
 WIDTH = 0.25
@@ -211,3 +213,100 @@ def test_checkpoint_round_trip_is_bit_exact(faces, tmp_path):
     assert state.keys() == loaded_state.keys()
     assert all(torch.equal(state[k], loaded_state[k]) for k in state)
     assert torch.equal(model.embed(faces[:3]), loaded.embed(faces[:3]))
+
+
+# The formulation SRANet had before it was made fast (channel-first products, the whole HW x HW/4
+# spatial matrix at once, each 1x1 conv on its own), kept here as the reference the fast one must equal.
+def reference_channel_attention(module, x):
+    n, c, h, w = x.shape
+    theta = reduce_spatial(module.theta(x), module.variant, module.pool_size).flatten(2)
+    phi = reduce_spatial(module.phi(x), module.variant, module.pool_size).flatten(2)
+    attention = torch.softmax(theta @ phi.transpose(1, 2), dim=-1)
+    refined = attention @ module.rho(x).flatten(2)
+    return x + module.bn(refined.view(n, c, h, w)), attention
+
+
+def reference_spatial_attention(module, x):
+    n, c, h, w = x.shape
+    keys = reduce_spatial(module.theta(x), module.variant, module.pool_size)
+    queries = module.phi(x).flatten(2)
+    attention = torch.softmax(queries.transpose(1, 2) @ keys.flatten(2), dim=-1)
+    values = reduce_spatial(module.rho(x), module.variant, module.pool_size).flatten(2)
+    refined = values @ attention.transpose(1, 2)
+    return x + module.bn(refined.view(n, c, h, w)), attention.view(n, h, w, *keys.shape[-2:])
+
+
+def reference_forward(model, images, kept=None):
+    """The model's forward with the reference attentions; `kept` collects (A_C, A_S) per block."""
+    def refine(features):
+        attention, channel_attention, spatial_attention = model.attention[len(trace)], None, None
+        if attention.channel is not None:
+            features, channel_attention = reference_channel_attention(attention.channel, features)
+        if attention.spatial is not None:
+            features, spatial_attention = reference_spatial_attention(attention.spatial, features)
+        trace.append((channel_attention, spatial_attention))
+        return features
+
+    trace = [] if kept is None else kept
+    x = model.backbone.begin(images)
+    for block in model.backbone.blocks:
+        x = block(x, refine=refine) if model.options["placement"] == "in_block" else refine(block(x))
+    return model.backbone.head(x)
+
+
+@pytest.mark.fast
+def test_attend_by_blocks_equals_the_whole_matrix(monkeypatch):
+    torch.manual_seed(0)
+    queries, keys, values = torch.randn(3, 50, 4), torch.randn(3, 13, 4) * 3, torch.randn(3, 13, 6)
+    whole, attention = attend(queries, keys, values, keep_attention=True)
+    assert torch.allclose(attention.sum(dim=-1), torch.ones(3, 50))
+    for block in (13 * 7, 50 * 13, 50 * 13 * 2, 1):  # rows of one face, a face, two faces, one row
+        monkeypatch.setattr(sranet, "ATTENTION_BLOCK", block)
+        blocked, none = attend(queries, keys, values, keep_attention=False)
+        assert none is None and torch.allclose(blocked, whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("sranet-ir18", {}), ("sranet-ir18", {"variant": "naive", "placement": "after_block"}),
+    ("sranet-ir18", {"variant": "avg", "spatial_attention": False}), ("sranet-ir18", {"variant": "max"}),
+    ("sranet-mobilefacenet", {})])
+def test_fast_formulation_equals_the_reference(name, options, faces):
+    """Same outputs in eval mode, whatever memory format the faces arrive in; explain's A_C and A_S
+    equal the reference's; same outputs and gradients in train mode (in float64: batch-statistics
+    BatchNorm on 4 faces amplifies float32 rounding far beyond itself)."""
+    torch.manual_seed(0)
+    model = live_attention(zoo.build(name, width=WIDTH, **options))
+    batch = faces[:4]
+    kept = []
+    with torch.no_grad():
+        expected = reference_forward(model, batch, kept)
+        tolerance = 1e-5 * expected.abs().max().item()
+        assert torch.allclose(model(batch), expected, atol=tolerance)
+        assert torch.allclose(model(batch.contiguous(memory_format=torch.channels_last)), expected, atol=tolerance)
+    explanation = model.explain(batch)
+    for i, (channel_attention, spatial_attention) in enumerate(kept):
+        if channel_attention is not None:
+            assert torch.allclose(explanation.values[f"channel_attention/block{i}"], channel_attention, atol=1e-6)
+        if spatial_attention is not None and f"spatial_attention_matrix/block{i}" in explanation.values:
+            assert torch.allclose(explanation.values[f"spatial_attention_matrix/block{i}"],
+                                  spatial_attention.flatten(3).flatten(1, 2), atol=1e-6)
+    model.double().train()
+    outputs, gradients = [], []
+    for forward in (model, lambda images: reference_forward(model, images)):
+        model.zero_grad()
+        outputs.append(forward(batch.double()))
+        embeddings = torch.nn.functional.normalize(outputs[-1])
+        (embeddings @ embeddings.T).triu(diagonal=1).pow(2).mean().backward()
+        gradients.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    assert torch.allclose(*outputs, atol=1e-10)
+    fast, reference = gradients
+    assert fast.keys() == reference.keys() and any(k.startswith("attention.") for k in fast)
+    for key, grad in reference.items():
+        assert torch.allclose(fast[key], grad, atol=1e-9 * grad.abs().max().item() + 1e-12), key
+
+
+def test_embedded_checkpoint_loads_strictly_and_embeds_as_the_reference(faces):
+    model = zoo.load("sranet-mobilefacenet.fss-ft").eval()  # zoo.load loads the state dict strictly
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(reference_forward(model, faces))
+    assert torch.allclose(model.embed(faces), expected, atol=1e-5)

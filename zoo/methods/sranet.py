@@ -37,6 +37,17 @@ Readings of the paper:
 - Tables 1-2 give model sizes. The SCA row (+14.3 MB on ResNet-50) matches theta+phi+rho
   exactly; the SSA row (+15.2 MB) is one more C x C conv than the text describes. This
   module follows the text.
+
+How it is computed (the maths above, to float rounding; tests/test_sranet.py keeps the plain
+formulation as the reference): on a channels_last map, where every product reads rows of
+channels and the 2x2 pooling is vectorised (on contiguous NCHW maps the max pool alone took a
+quarter of SRANet-MobileFaceNet's time); the projections one pooling serves (SCA's theta and
+phi, SSA's theta and rho) as one conv with their kernels stacked; SSA's HW x HW/4 attention
+by blocks of query rows, never whole (`attend`). What is left is the attention's own
+arithmetic: a max pool does not commute with a projection, so every pooled projection runs at
+full resolution, and SSA's product with the values costs C HW^2/4 per block (at IR-50's 56x56
+stage, two thirds of what the block's two 3x3 convs cost). `python bench/method_cost.py`
+measures the cost against the backbone.
 """
 from __future__ import annotations
 
@@ -52,6 +63,8 @@ from ..model import METHODS, Explanation, FaceModel, ModelConfig, check_images
 
 VARIANTS = ("light", "naive", "avg", "max")
 PLACEMENTS = ("in_block", "after_block")
+# Logits per block of query rows in `attend`: 2^18 values (1 MiB of fp32), about one core's cache.
+ATTENTION_BLOCK = 1 << 18
 
 
 def reduce_spatial(x: torch.Tensor, variant: str, pool_size: int) -> torch.Tensor:
@@ -63,6 +76,39 @@ def reduce_spatial(x: torch.Tensor, variant: str, pool_size: int) -> torch.Tenso
     if variant == "max":
         return F.max_pool2d(x, pool_size, ceil_mode=True)
     return F.avg_pool2d(x, pool_size, ceil_mode=True) + F.max_pool2d(x, pool_size, ceil_mode=True)
+
+
+def tokens(x: torch.Tensor) -> torch.Tensor:
+    """(N,C,H,W) -> (N,HW,C), the layout every product here reads: a view of a channels_last map."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def from_tokens(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N,HW,C) -> (N,C,H,W) held in channels_last memory: a view, no copy."""
+    return x.unflatten(1, (height, width)).permute(0, 3, 1, 2)
+
+
+def attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+           keep_attention: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """softmax_rows(queries keys^T) values: (N,L,d), (N,S,d), (N,S,e) -> (N,L,e), and the (N,L,S)
+    attention itself when `keep_attention` (explain).
+
+    Otherwise by blocks of query rows (whole faces together where they are small), so that a
+    block's logits stay in cache: at 56x56 the light HW x HW/4 matrix is 10 MB a face, and
+    writing it out and reading it back twice costs more than the products themselves.
+    """
+    if keep_attention:
+        attention = torch.softmax(queries @ keys.transpose(1, 2), dim=-1)
+        return attention @ values, attention
+    length, key_count = queries.shape[1], keys.shape[1]
+    rows = max(1, ATTENTION_BLOCK // key_count)
+    faces = max(1, ATTENTION_BLOCK // (length * key_count))
+    results = []
+    for face_queries, face_keys, face_values in zip(queries.split(faces), keys.split(faces), values.split(faces)):
+        key_columns = face_keys.transpose(1, 2)
+        results.append(torch.cat([torch.softmax(block @ key_columns, dim=-1) @ face_values
+                                  for block in face_queries.split(rows, dim=1)], dim=1))
+    return torch.cat(results), None
 
 
 def zero_init_bn(channels: int) -> nn.BatchNorm2d:
@@ -83,43 +129,60 @@ class _SelfAttention(nn.Module):
             setattr(self, name, nn.Conv2d(channels, channels if name in full else reduced, 1))
         self.bn = zero_init_bn(channels)
 
+    def project(self, x: torch.Tensor, *names: str) -> torch.Tensor:
+        """The 1x1 convs `names` as one conv with their kernels stacked, so x is read once."""
+        convs = [getattr(self, name) for name in names]
+        return F.conv2d(x, torch.cat([conv.weight for conv in convs]), torch.cat([conv.bias for conv in convs]))
+
+    def pooled_projections(self, x: torch.Tensor, *names: str) -> Tuple[torch.Tensor, ...]:
+        """The projections `names` reduced by the variant's pooling (one pooling serves them all),
+        a (N, c, h', w') map each."""
+        pooled = reduce_spatial(self.project(x, *names), self.variant, self.pool_size)
+        return pooled.split([getattr(self, name).out_channels for name in names], dim=1)
+
+    def residual(self, x: torch.Tensor, refined: torch.Tensor) -> torch.Tensor:
+        """x + BN(term), the term given as (N, HW, C) tokens."""
+        return x + self.bn(from_tokens(refined, *x.shape[-2:]))
+
 
 class SelfChannelAttention(_SelfAttention):
-    """Light SCA: returns (F_C, A_C) with A_C of shape (N, C, C/reduction)."""
+    """Light SCA: returns (F_C, A_C) with A_C of shape (N, C, C/reduction) (small at any map size,
+    so it is always formed)."""
 
     def __init__(self, channels: int, variant: str, pool_size: int, reduction: int):
         super().__init__(channels, variant, pool_size, reduction, full=("theta",))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        n, c, h, w = x.shape
-        theta = reduce_spatial(self.theta(x), self.variant, self.pool_size).flatten(2)  # (N, C, K)
-        phi = reduce_spatial(self.phi(x), self.variant, self.pool_size).flatten(2)  # (N, C/2, K)
-        attention = torch.softmax(theta @ phi.transpose(1, 2), dim=-1)  # (N, C, C/2)
-        refined = attention @ self.rho(x).flatten(2)  # (N, C, HW)
-        return x + self.bn(refined.view(n, c, h, w)), attention
+        theta, phi = map(tokens, self.pooled_projections(x, "theta", "phi"))  # (N, K, C), (N, K, C/2)
+        attention = torch.softmax(theta.transpose(1, 2) @ phi, dim=-1)  # (N, C, C/2)
+        refined = tokens(self.rho(x)) @ attention.transpose(1, 2)  # (N, HW, C)
+        return self.residual(x, refined), attention
 
 
 class SelfSpatialAttention(_SelfAttention):
-    """Light SSA: returns (F_S, A_S) with A_S shaped (N, H, W, h', w'): per query, its key grid."""
+    """Light SSA: returns (F_S, A_S) with A_S shaped (N, H, W, h', w') (per query, its key grid)
+    when `keep_attention`, else (F_S, None)."""
 
     def __init__(self, channels: int, variant: str, pool_size: int, reduction: int):
         super().__init__(channels, variant, pool_size, reduction, full=("rho",))
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        n, c, h, w = x.shape
-        keys = reduce_spatial(self.theta(x), self.variant, self.pool_size)  # (N, C/r, h', w')
-        queries = self.phi(x).flatten(2)  # (N, C/r, HW)
-        attention = torch.softmax(queries.transpose(1, 2) @ keys.flatten(2), dim=-1)  # (N, HW, K)
-        values = reduce_spatial(self.rho(x), self.variant, self.pool_size).flatten(2)  # (N, C, K)
-        refined = values @ attention.transpose(1, 2)  # (N, C, HW)
-        return x + self.bn(refined.view(n, c, h, w)), attention.view(n, h, w, *keys.shape[-2:])
+    def forward(self, x: torch.Tensor, keep_attention: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        n, _, h, w = x.shape
+        keys, values = self.pooled_projections(x, "theta", "rho")  # (N, C/r, h', w'), (N, C, h', w')
+        queries = tokens(self.phi(x))  # (N, HW, C/r)
+        refined, attention = attend(queries, tokens(keys), tokens(values), keep_attention)  # (N, HW, C), (N, HW, K)
+        if attention is not None:
+            attention = attention.view(n, h, w, *keys.shape[-2:])
+        return self.residual(x, refined), attention
 
 
 class SelfResidualAttention(nn.Module):
     """SCA then SSA after one block; either may be switched off for the ablation rows.
 
-    Returns (refined, A_C or None, A_S or None); callers that only want features drop the rest,
-    so no attention tensor outlives the forward pass unless `explain` keeps it.
+    Returns (refined, A_C or None, A_S or None), the attentions only with `keep_attention`
+    (explain), so no attention tensor outlives the forward pass otherwise. Works on a
+    channels_last copy of x (where the products read rows of channels and the 2x2 pooling is
+    vectorised) and hands back x's own memory format.
     """
 
     def __init__(self, channels: int, variant: str, pool_size: int, channel_attention: bool,
@@ -130,13 +193,17 @@ class SelfResidualAttention(nn.Module):
         self.spatial = (SelfSpatialAttention(channels, variant, pool_size, spatial_reduction)
                         if spatial_attention else None)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, keep_attention: bool = False
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         channel_attention = spatial_attention = None
         if self.channel is not None:
             x, channel_attention = self.channel(x)
         if self.spatial is not None:
-            x, spatial_attention = self.spatial(x)
-        return x, channel_attention, spatial_attention
+            x, spatial_attention = self.spatial(x, keep_attention)
+        return (x if channels_last else x.contiguous(),
+                channel_attention if keep_attention else None, spatial_attention)
 
 
 def _check_options(name: str, options: Dict) -> None:
@@ -183,7 +250,7 @@ class SRANetModel(FaceModel):
                keep: Optional[list] = None) -> torch.Tensor:
         """One block with its attention where `placement` puts it; `keep` collects (A_C, A_S)."""
         def refine(features: torch.Tensor) -> torch.Tensor:
-            refined, channel_attention, spatial_attention = attention(features)
+            refined, channel_attention, spatial_attention = attention(features, keep_attention=keep is not None)
             if keep is not None:
                 keep.append((channel_attention, spatial_attention))
             return refined
