@@ -38,7 +38,6 @@ PAIRS_SUFFIX = ".pairs.csv.gz"  # what `zoo.evaluate --pairs --out-dir` adds to 
 TEXT_COLUMNS = ("protocol", "condition", "line", "first", "second")  # read as categories: few distinct values
 COLUMNS = (*TEXT_COLUMNS, "same", "fold", "similarity", "threshold", "verdict_same", "correct")
 PAIR_COLUMNS = ("first", "second", "same", "fold")  # what a pair is, whichever model evaluated it
-MODEL_COLUMNS = ("similarity", "threshold", "verdict_same", "correct")  # what each model said about it
 EVALUATE_SETTINGS = "--protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 --pairs"  # the embedded zoo's evaluation
 OUTCOMES = {(True, True): "true accept", (True, False): "false reject", (False, True): "false accept",
             (False, False): "true reject"}  # (same person, model says same) -> outcome
@@ -208,8 +207,8 @@ def stored_pair_results(models: Sequence[str]) -> PairResults:
 class RankedPairs:
     """Pairs of one protocol and condition about one model, ranked; `message` says what was found (or
     that nothing was). Table columns: rank, outcome (the model's), margin (|similarity - threshold|),
-    similarity, threshold, others_wrong, first, second, same, fold, line, then each other model's
-    similarity (its column is its name); the disagreement list adds others_disagreeing."""
+    similarity, threshold, (the disagreement list's others_disagreeing,) others_wrong, each other model's
+    similarity (its column is its name), same, fold, first, second, line."""
 
     kind: str
     model: str
@@ -222,16 +221,17 @@ class RankedPairs:
 
 def _ranked(view: ConditionResults, model: str, lines: pd.Index, kind: str, message: str,
             extra: Optional[Dict[str, pd.Series]] = None) -> RankedPairs:
+    """`lines`, in that order, as a RankedPairs table about `model`."""
     others = [m for m in view.models if m != model]
-    similarity, threshold = view.similarity.loc[lines, model], view.threshold.loc[lines, model]
     pairs = view.pairs.loc[lines]
-    outcome = [OUTCOMES[bool(same), bool(says)] for same, says in zip(pairs["same"], view.says_same.loc[lines, model])]
-    table = pd.DataFrame({"rank": np.arange(1, len(lines) + 1), "outcome": outcome,
-                          "margin": _margin(view, model, lines), "similarity": similarity,
-                          "threshold": threshold, **(extra or {}),
-                          "others_wrong": (view.correct.loc[lines, others] == 0).sum(axis=1),
-                          **{name: pairs[name] for name in PAIR_COLUMNS}, "line": lines.to_numpy()}, index=lines)
-    table = table.join(view.similarity.loc[lines, others]).reset_index(drop=True)
+    says_same = view.says_same.loc[lines, model]
+    table = pd.DataFrame({"rank": np.arange(1, len(lines) + 1),
+                          "outcome": [OUTCOMES[bool(same), bool(says)] for same, says in zip(pairs["same"], says_same)],
+                          "margin": _margin(view, model, lines), "similarity": view.similarity.loc[lines, model],
+                          "threshold": view.threshold.loc[lines, model], **(extra or {}),
+                          "others_wrong": (view.correct.loc[lines, others] == 0).sum(axis=1)}, index=lines)
+    table = table.join(view.similarity.loc[lines, others]).join(pairs[["same", "fold", "first", "second"]])
+    table = table.assign(line=lines.to_numpy()).reset_index(drop=True)
     return RankedPairs(kind, model, view.protocol, view.condition, len(view.evaluated(model)), table, message)
 
 
