@@ -24,7 +24,8 @@ app and the tests use directly) and a function turning that data into a plotly f
 A method declares which of the method-specific analyses its models show
 (`FaceModel.analyses`); `available_analyses(model)` lists what a model can show, and asking
 for anything else raises AnalysisError saying so. `export.save` writes HTML, JSON and PNG; `python -m analysis`
-does all of this from the command line.
+does all of this from the command line. `html_report` writes one self-contained HTML page of faces,
+tables, figures and notes (`analysis.html_report`).
 """
 from .attention_maps import (PatchPolicy, PyramidMasks, ResidualAttention, attention, attention_figure, patch_policy,
                              patch_policy_figure, pyramid_masks, pyramid_masks_figure, residual_attention,
@@ -38,13 +39,14 @@ from .error_browser import (ConditionResults, Disagreements, PairResults, Ranked
                             stored_pair_results, stored_results_file)
 from .export import png_export_status, save, save_all
 from .gradcam import GradCamMaps, SimilarityTarget, gradcam_figure, gradcam_similarity
+from .html_report import html_report, save_report
 from .images import as_face, as_faces, overlay, resize_map
-from .occlusion import Occlusion, landmark_boxes, occlusion_figure, occlusion_sensitivity
+from .occlusion import Occlusion, PolicyDrops, add_landmark_bars, landmark_boxes, occlusion_figure, occlusion_sensitivity
 from .scale_map import ScaleMaps, scale_layers, scale_maps, scale_maps_figure, scale_sweep
 from .t_density import TDensity, model_t, records_t, reflected_kde, t_densities, t_density_figure
 
 __all__ = [
-    "AnalysisError", "Occlusion", "landmark_boxes", "occlusion_figure", "occlusion_sensitivity", "EmbeddingCache", "EmbeddingMap", "EpochCorrelation", "GradCamMaps", "HardSamples",
+    "AnalysisError", "Occlusion", "PolicyDrops", "add_landmark_bars", "html_report", "save_report", "landmark_boxes", "occlusion_figure", "occlusion_sensitivity", "EmbeddingCache", "EmbeddingMap", "EpochCorrelation", "GradCamMaps", "HardSamples",
     "PatchPolicy", "PyramidMasks", "ResidualAttention", "ScaleMaps", "SimilarityTarget", "TDensity", "as_face",
     "as_faces", "attention", "attention_figure", "available_analyses", "centre_distances", "embed_faces",
     "embedding_umap", "epochs_figure", "gradcam_figure", "gradcam_similarity", "hard_samples_figure",

@@ -181,13 +181,18 @@ def add_landmark_bars(figure: go.Figure, data: Occlusion, row: int, col: int, le
             x=list(LANDMARK_NAMES), y=policy.patch_drops, name=f"its policy's {side} px patch greyed alone",
             marker_color=[COLOURS["kept" if k else "dropped"] for k in policy.kept], legendgroup="policy",
             text=["kept" if k else "dropped" for k in policy.kept], textposition="outside", showlegend=legend,
+            constraintext="none", cliponaxis=False,
             hovertemplate="%{x}: drop %{y:.4f} (its mode: %{text})<extra></extra>"), row=row, col=col)
         dropped = ", ".join(policy.dropped_names) or "nothing"
         figure.add_trace(go.Bar(
             x=["its policy's mode"], y=[policy.mode_drop or 0.0], marker_color=COLOURS["mode"], legendgroup="mode",
             name="its mode's dropped patches greyed together", showlegend=legend,
             text=[f"drops {dropped}<br>(p {policy.mode_probability:.2f})"], textposition="outside",
+            constraintext="none", cliponaxis=False,
             hovertemplate=f"its mode drops {dropped}: drop %{{y:.4f}}<extra></extra>"), row=row, col=col)
+    categories = list(LANDMARK_NAMES) + (["its policy's mode"] if policy is not None else [])
+    figure.update_xaxes(tickangle=0, tickvals=categories, ticktext=[c.replace(" ", "<br>") for c in categories],
+                        row=row, col=col)
     figure.update_yaxes(title="cosine similarity drop", row=row, col=col)
 
 
