@@ -102,7 +102,7 @@ def test_detect_faces(client):
 
 
 def test_verify_every_model(client, models, zoo_dir):
-    data, html, figure, status = verify(client, SAME_A, SAME_B, models)
+    data, html, figure, status, _ = verify(client, SAME_A, SAME_B, models)
     assert [m["model"] for m in data["models"]] == models
     stored = configs(zoo_dir, models)
     for entry in data["models"]:
@@ -147,7 +147,7 @@ def test_verify_refuses_unknown_or_no_model(client):
 @pytest.mark.parametrize("kind, amount, target", [("blur", 2.5, "second"), ("lowres", 30, "both")])
 def test_blur_curve(client, models, kind, amount, target):
     sigma, size = (amount, 20) if kind == "blur" else (3, amount)
-    data, figure, face_a, face_b, status = client.predict(handle_file(SAME_A), handle_file(SAME_B), 1, 1, models,
+    data, figure, face_a, face_b, status, _ = client.predict(handle_file(SAME_A), handle_file(SAME_B), 1, 1, models,
                                                           kind, sigma, size, target, api_name="/blur_curve")
     assert data["kind"] == kind and data["target"] == target and amount in data["levels"]
     clean = 0.0 if kind == "blur" else 112.0
@@ -174,7 +174,7 @@ def test_explain_every_model(client, models, zoo_dir):
     expected = {"scan": "scale map", "scan-folded": "scale map", "sranet": "after self residual attention",
                 "hpda": "pyramid attention mask", "arface": "patch policy"}
     for model in [m for m in models if not m.startswith("peer:")]:
-        data, panels, figure, status = client.predict(handle_file(SAME_A), handle_file(OTHER), 1, 1, [model], model,
+        data, panels, figure, status, _ = client.predict(handle_file(SAME_A), handle_file(OTHER), 1, 1, [model], model,
                                                       api_name="/explain")
         captions = data["models"][model]["panels"]
         assert [p["caption"] for p in panels] == captions
@@ -196,7 +196,7 @@ def test_pretrained_peers_are_reference_models(client, models):
     data = verify(client, SAME_A, SAME_B, peers)[0]
     assert [m["same"] for m in data["models"]] == [True, True] and all(m["calibrated"] for m in data["models"])
     assert not any(m["same"] for m in verify(client, SAME_A, OTHER, peers)[0]["models"])
-    data, panels, figure, status = client.predict(handle_file(SAME_A), handle_file(OTHER), 1, 1, [models[0], *peers],
+    data, panels, figure, status, _ = client.predict(handle_file(SAME_A), handle_file(OTHER), 1, 1, [models[0], *peers],
                                                   None, api_name="/explain")
     assert data["detail_model"] == models[0] and figure["type"] == "plotly"
     for peer in peers:
@@ -213,7 +213,7 @@ def test_occlusion_shows_what_face_a_matches_on(client, models):
     """The Occlusion tab for the reference and a peer: greying the face's middle costs more
     similarity than greying its border, every landmark patch is measured, sizes are checked."""
     for model in (REFERENCE, "peer:sface"):
-        data, figure, status = client.predict(handle_file(SAME_A), handle_file(SAME_B), 1, 1, model, 16, 8,
+        data, figure, status, _ = client.predict(handle_file(SAME_A), handle_file(SAME_B), 1, 1, model, 16, 8,
                                               api_name="/occlusion")
         drops = np.array(data["drops"])
         assert data["model"] == model and drops.shape == (13, 13) and figure["type"] == "plotly"
@@ -225,7 +225,7 @@ def test_occlusion_shows_what_face_a_matches_on(client, models):
 
 
 def test_embeddings_place_the_photos(client, models):
-    data, figure, text, status = client.predict(handle_file(SAME_A), handle_file(OTHER), 1, 1, models[0],
+    data, figure, text, status, _ = client.predict(handle_file(SAME_A), handle_file(OTHER), 1, 1, models[0],
                                                 api_name="/embeddings")
     assert data["model"] == models[0] and set(data["nearest"]) == {"photo A", "photo B"}
     for nearest in data["nearest"].values():
@@ -308,7 +308,7 @@ def test_bad_inputs_get_clear_messages(client, models, photos, name, message):
 def test_awkward_photos_work(client, models, photos, name, note):
     info, preview, faces, number, status = client.predict(handle_file(photos[name]), api_name="/detect_faces")
     assert len(info["faces"]) == 1 and any(note in n for n in info["notes"]) and note in status
-    data, _, _, verify_status = verify(client, SAME_A, photos[name], models)
+    data, _, _, verify_status, _ = verify(client, SAME_A, photos[name], models)
     assert len(data["models"]) == len(models) and note in verify_status
     difference = np.abs(pixels(faces[0]["image"], "L") - aligned(client, SAME_A, "L")[0]).mean()
     assert difference < SAME_ALIGNMENT_TOLERANCE, f"the {name} face is not aligned like the original photo's ({difference:.1f})"
@@ -322,7 +322,7 @@ def test_many_faces_user_chooses(client, models, photos):
     assert sorted(tile.values()) == [0, 1, 2]
     alone = aligned(client, OTHER)[0]  # the middle tile's photo
     for face, position in tile.items():
-        data, _, _, verify_status = verify(client, photos["group"], OTHER, models[:1], face_a=face)
+        data, _, _, verify_status, _ = verify(client, photos["group"], OTHER, models[:1], face_a=face)
         assert data["photo A"]["face"] == face and "holds 3 faces" in verify_status
         difference = np.abs(pixels(faces[face - 1]["image"]) - alone).mean()
         assert (difference < SAME_ALIGNMENT_TOLERANCE) == (position == 1), (face, position, difference)
@@ -344,7 +344,7 @@ def test_twenty_faces_each_found_and_choosable(client, models, tmp_path, data_ro
     # The chosen face is the tile's person: the zoo model matches it with their own photo (the
     # very same pixels) and not with the next tile's. Pixels are not compared here: inside the
     # grid YuNet's landmarks land a few pixels from where they land on the photo alone.
-    data, _, _, verify_status = verify(client, group, photos[13], models[:1], face_a=chosen)
+    data, _, _, verify_status, _ = verify(client, group, photos[13], models[:1], face_a=chosen)
     assert data["photo A"]["face"] == chosen and "holds 20 faces" in verify_status
     own = data["models"][0]
     neighbour = verify(client, group, photos[13], models[:1], face_a=tiles[12])[0]["models"][0]

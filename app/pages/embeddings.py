@@ -5,6 +5,7 @@ from typing import List
 
 import gradio as gr
 
+from ..downloads import Downloads
 from ..status import escape, status_text
 from .context import PageContext, face_index
 
@@ -16,6 +17,7 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
         umap_status = gr.Markdown()
         umap_plot = gr.Plot(label="UMAP of the embeddings")
         nearest_text = gr.Markdown()
+        downloads = Downloads(ctx.failures, "embeddings")
         with gr.Accordion("details (JSON)", open=False):
             umap_json = gr.JSON(label="placement")
 
@@ -30,10 +32,13 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
                                                    for k, v in result.nearest.items()},
                 "seconds": {k: round(v, 3) for k, v in result.seconds.items()}, "notes": result.notes}
         text = "\n\n".join(lines) or "Upload a photo to see where it lands among the gallery's people."
-        return data, result.figure, text, status_text(result.notes)
+        points = [{"person": trace.name, "image": point[1], "x": x, "y": y}
+                  for trace in result.figure.data for x, y, point in zip(trace.x, trace.y, trace.customdata)]
+        return (data, result.figure, text, status_text(result.notes),
+                *downloads.save(data, points, [result.figure]))
 
-    umap_event = umap_button.click(embeddings, ctx.pair_inputs + [umap_choice],
-                                   [umap_json, umap_plot, nearest_text, umap_status], api_name="embeddings")
-    umap_event.failure(ctx.failures.shower("embeddings", 3), None, [umap_status, umap_json, umap_plot, nearest_text],
-                       api_visibility="private")
+    umap_outputs = [umap_json, umap_plot, nearest_text, umap_status, *downloads.outputs]
+    umap_event = umap_button.click(embeddings, ctx.pair_inputs + [umap_choice], umap_outputs, api_name="embeddings")
+    umap_event.failure(ctx.failures.shower("embeddings", 5), None,
+                       [umap_status, umap_json, umap_plot, nearest_text, *downloads.outputs], api_visibility="private")
     return [umap_choice]

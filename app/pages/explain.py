@@ -5,6 +5,7 @@ from typing import List
 
 import gradio as gr
 
+from ..downloads import Downloads
 from ..status import status_text
 from .context import PageContext, face_index
 
@@ -17,6 +18,7 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
         panels = gr.Gallery(label="Grad-CAM of each face's similarity to the other, then each method's "
                                   "own maps", columns=4, height="auto", format="png", object_fit="contain")
         detail_plot = gr.Plot(label="full analysis figure")
+        downloads = Downloads(ctx.failures, "explain")
         with gr.Accordion("details (JSON)", open=False):
             explain_json = gr.JSON(label="explanations")
 
@@ -29,10 +31,12 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
         data = {**result.pair.describe(), "detail_model": result.figure_model,
                 "models": {m: {"panels": [p.caption for p in ps], "notes": result.notes[m]}
                            for m, ps in result.panels.items()}}
-        return data, images, result.figure, status_text(notes)
+        return data, images, result.figure, status_text(notes), *downloads.save(data, None, [result.figure], images)
 
     explain_event = explain_button.click(explain, ctx.pair_inputs + [ctx.model_choice, detail_choice],
-                                         [explain_json, panels, detail_plot, explain_status], api_name="explain")
-    explain_event.failure(ctx.failures.shower("explain", 3), None,
-                          [explain_status, explain_json, panels, detail_plot], api_visibility="private")
+                                         [explain_json, panels, detail_plot, explain_status, *downloads.outputs],
+                                         api_name="explain")
+    explain_event.failure(ctx.failures.shower("explain", 5), None,
+                          [explain_status, explain_json, panels, detail_plot, *downloads.outputs],
+                          api_visibility="private")
     return [detail_choice]

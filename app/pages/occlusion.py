@@ -7,8 +7,9 @@ import gradio as gr
 
 import analysis
 
+from ..downloads import Downloads
 from ..status import status_text
-from ..tabs.occlusion import DEFAULT_PATCH, DEFAULT_STRIDE, PATCH_SIZES
+from ..tabs.occlusion import DEFAULT_PATCH, DEFAULT_STRIDE, PATCH_SIZES, drop_rows, payload, summary
 from .context import PageContext, face_index
 
 
@@ -21,6 +22,7 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
         button = gr.Button("Grey out face A, part by part", variant="primary")
         status = gr.Markdown()
         plot = gr.Plot(label="similarity drop over face A, and per landmark patch")
+        downloads = Downloads(ctx.failures, "occlusion")
         with gr.Accordion("details (JSON)", open=False):
             details = gr.JSON(label="occlusion")
 
@@ -28,16 +30,12 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
         with ctx.failures.reported(request, "occlusion"):
             pair, data = ctx.service.occlusion(photo_a, photo_b, chosen, patch_side, step, face_index(face_a),
                                            face_index(face_b))
-        strongest = max(data.landmarks, key=data.landmarks.get)
-        notes = pair.notes + [f"{data.model}: similarity {data.similarity:.3f}; greying the {strongest} lowers it most "
-                              f"({data.landmarks[strongest]:.3f}); {data.drops.size} occluded copies in "
-                              f"{data.seconds:.1f} s"]
-        payload = {**pair.describe(), "model": data.model, "similarity": round(data.similarity, 6),
-                   "patch": data.patch, "stride": data.stride, "landmark_drops": {
-                       k: round(v, 6) for k, v in data.landmarks.items()},
-                   "drops": data.drops.round(6).tolist(), "seconds": round(data.seconds, 3)}
-        return payload, analysis.occlusion_figure(data), status_text(notes)
+        notes = pair.notes + [f"{summary(data)}; {data.drops.size} occluded copies in {data.seconds:.1f} s"]
+        shown, figure = payload(pair, data), analysis.occlusion_figure(data)
+        return shown, figure, status_text(notes), *downloads.save(shown, drop_rows(data), [figure])
 
-    event = button.click(run, ctx.pair_inputs + [model, patch, stride], [details, plot, status], api_name="occlusion")
-    event.failure(ctx.failures.shower("occlusion", 2), None, [status, details, plot], api_visibility="private")
+    outputs = [details, plot, status, *downloads.outputs]
+    event = button.click(run, ctx.pair_inputs + [model, patch, stride], outputs, api_name="occlusion")
+    event.failure(ctx.failures.shower("occlusion", 4), None, [status, details, plot, *downloads.outputs],
+                  api_visibility="private")
     return [model]
