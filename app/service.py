@@ -23,6 +23,7 @@ from zoo.data import Aligner, make_aligner
 from .models import ModelSet, ZooEntry
 from .photos import APP_ALIGNER, Pair, Photo, PhotoCache
 from .tabs.blur_lab import BlurCurve, blur_curve, degradation
+from .tabs.compare import Comparison, compare
 from .tabs.error_browser import (DEFAULT_CONDITION, DEFAULT_PROTOCOL, DEFAULT_ROWS, ErrorBrowser, browse, pair_files,
                                  stored_results)
 from .tabs.embeddings import GALLERY_DIR, GalleryMap, GalleryPlacement, Progress
@@ -94,6 +95,13 @@ class Service:
         entry = self.models.select([model] if model else None)[0]
         pair = self.pair(path_a, path_b, index_a, index_b)
         return pair, occlusion(entry, pair, patch, stride, self._lock)
+
+    def compare(self, path_a, path_b, models: Optional[Sequence[str]] = None, patch: int = 16, stride: int = 8,
+                index_a: int = 0, index_b: int = 0, progress: Optional[Progress] = None) -> Comparison:
+        """Side by side, per model: its verdict, Grad-CAM, occlusion and own map of face A, its landmark
+        drops; and every model's similarity as face B is blurred."""
+        entries = self.models.select(models)
+        return compare(entries, self.pair(path_a, path_b, index_a, index_b), patch, stride, self._lock, progress)
 
     def error_browser(self, model: Optional[str] = None, protocol: str = DEFAULT_PROTOCOL,
                       condition: str = DEFAULT_CONDITION, view: str = "errors", rows: int = DEFAULT_ROWS,

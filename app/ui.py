@@ -9,7 +9,9 @@ Every event that does work has an `api_name`, so `gradio_client` can call what t
     /blur_curve   (..., models, kind, sigma, size, target)      -> similarity per degradation level
     /explain      (..., models, detail_model)                   -> Grad-CAM and each method's own maps
     /occlusion    (..., model, patch, stride)                   -> similarity drop as parts of face A are greyed
-    /<tab>_png    ()  (verify, blur_curve, explain, occlusion, embeddings) -> the tab's last figures as PNG
+    /compare      (..., models, patch, stride)                  -> per model: verdict, Grad-CAM, occlusion, own map
+    /compare_report ()                                          -> the last comparison as one self-contained HTML page
+    /<tab>_png    ()  (verify, blur_curve, explain, occlusion, compare, embeddings) -> the tab's last figures as PNG
     /error_browser      (model, protocol, condition, view, rows, models) -> ranked errors or disagreements, matrix
     /error_browser_open (model, protocol, condition, view, rank, models) -> that row's images as photos A and B
     /embeddings   (photo_a, photo_b, face_a, face_b, model)     -> the gallery's UMAP with the photos in it
@@ -18,7 +20,7 @@ Every event that does work has an `api_name`, so `gradio_client` can call what t
     /pull_model   (repo_id, revision)                           -> pulls a hub checkpoint, usable at once
 
 Each result starts with a JSON of plain data; a tab that offers downloads (`app.downloads`) ends
-its result with the files (JSON, CSV) and the PNG endpoints render the session's last
+its result with the files (JSON, CSV) and the PNG and report endpoints render the session's last
 result. A failure raises gr.Error with the service's
 message: gradio_client raises it as an exception, the browser shows it as a toast and,
 through the event's .failure() step, in the tab's status line (`app.status.Failures`).

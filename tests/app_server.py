@@ -35,7 +35,8 @@ HUB_REPO = "facescope/hub-copy"
 REFERENCE = "mobilefacenet.y1"  # the embedded zoo's imported reference: there for good
 EMBEDDED_ZOO = Path(zoo.__file__).resolve().parent / "checkpoints"
 ENDPOINTS = ("/detect_faces", "/verify", "/blur_curve", "/explain", "/occlusion", "/error_browser",
-             "/error_browser_open", "/embeddings", "/zoo_list", "/model_card", "/pull_model", "/verify_png", "/blur_curve_png", "/explain_png", "/occlusion_png",
+             "/error_browser_open", "/embeddings", "/zoo_list", "/model_card", "/pull_model", "/compare",
+             "/compare_report", "/compare_png", "/verify_png", "/blur_curve_png", "/explain_png", "/occlusion_png",
              "/embeddings_png")
 START_TIMEOUT = 600  # seconds: importing torch and gradio on a CPU busy with training is slow
 
