@@ -1,5 +1,6 @@
 """SCAN-CNN: scale attention conv maths (Eq. 2 and sum-normalised Gaussians), RMO gradient
-confinement to k_s, exact folding, and exact fine-tuning starts from a trained plain model."""
+confinement to k_s and the fused training conv against the formulation it replaced, exact
+folding, and exact fine-tuning starts from a trained plain model."""
 import math
 
 import pytest
@@ -9,6 +10,46 @@ import torch.nn.functional as F
 import zoo
 from zoo.methods.scan import ScaleAttentionConv2d, gaussian_kernels, scale_kernel, scale_map
 from faces import lfw_faces, pretrained_like
+
+
+class ReferenceWeightOnlyConvGrad(torch.autograd.Function):
+    """The RMO path SCAN had before its fused training conv: a precomputed conv output whose
+    gradient flows to the kernel only, through a second weight-gradient convolution."""
+
+    @staticmethod
+    def forward(ctx, output, inputs, weight, stride, groups):
+        ctx.save_for_backward(inputs, weight)
+        ctx.stride, ctx.groups = stride, groups
+        return output.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        inputs, weight = ctx.saved_tensors
+        grad_weight = torch.nn.grad.conv2d_weight(inputs.to(grad_output.dtype), weight.shape, grad_output,
+                                                  ctx.stride, 1, 1, ctx.groups)
+        return None, None, grad_weight.to(weight.dtype), None, None
+
+
+def reference_forward(layer, x):
+    """ScaleAttentionConv2d.forward as it was (kept here as the reference the fused conv must equal)."""
+    scale = layer.scale_kernel()
+    kernel = scale if layer.shortcut_weight is None else scale + layer.shortcut_weight
+    out = F.conv2d(x, kernel, stride=layer.stride, padding=1, groups=layer.groups)
+    if layer.training and layer.rmo and torch.is_grad_enabled():
+        local = ReferenceWeightOnlyConvGrad.apply(out.detach(), x.detach(), scale, layer.stride, layer.groups)
+        norms = local.flatten(1).norm(dim=1)
+        layer.rmo_loss = torch.exp(-layer.rmo_lambda * norms / (out.shape[-2] * out.shape[-1])).mean()
+    else:
+        layer.rmo_loss = None
+    return out
+
+
+def assert_same_gradients(ours, reference):
+    assert ours.keys() == reference.keys()
+    for name, grad in reference.items():
+        assert (ours[name] is None) == (grad is None), name
+        if grad is not None:
+            assert torch.allclose(ours[name], grad, atol=1e-5 * grad.abs().max().item() + 1e-12), name
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +300,44 @@ def test_init_from_refuses_another_architecture(faces):
     scan = zoo.build("scan-ir18", width=0.25)
     with pytest.raises(ValueError, match="cannot start from ir18"):
         scan.init_from(zoo.build("ir18", width=0.5))
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("in_channels, out_channels, stride, groups, shortcut", [
+    (3, 8, 1, 1, True), (8, 16, 2, 1, True), (8, 8, 1, 8, True), (8, 16, 2, 2, True), (8, 8, 1, 1, False)])
+@pytest.mark.parametrize("losses", ["both", "recognition", "rmo"])
+def test_fused_training_conv_equals_the_reference(in_channels, out_channels, stride, groups, shortcut, losses):
+    """Output, L_scale and every gradient (input, k, t, k_i) as the two-pass formulation gives them,
+    for full, strided, grouped and depthwise convs, with the recognition loss, RMO or both."""
+    torch.manual_seed(0)
+    layer = ScaleAttentionConv2d(in_channels, out_channels, stride, groups, shortcut=shortcut, rmo_lambda=0.5).train()
+    with torch.no_grad():
+        layer.t.uniform_(0.3, 2.0)
+    x = torch.randn(3, in_channels, 12, 12, requires_grad=True)
+    upstream = torch.randn(3, out_channels, 12 // stride, 12 // stride)
+    results = []
+    for forward in (layer, lambda inputs: reference_forward(layer, inputs)):
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        out = forward(x)
+        terms = {"recognition": [(out * upstream).sum()], "rmo": [3.0 * layer.rmo_loss]}
+        sum(terms["recognition"] + terms["rmo"] if losses == "both" else terms[losses]).backward()
+        results.append((out.detach(), layer.rmo_loss.detach(),
+                        {"input": x.grad, **{name: p.grad for name, p in layer.named_parameters()}}))
+    (out, rmo, gradients), (reference_out, reference_rmo, reference_gradients) = results
+    assert torch.equal(out, reference_out) and torch.allclose(rmo, reference_rmo)
+    assert_same_gradients(gradients, reference_gradients)
+
+
+@pytest.mark.parametrize("name", ["scan-ir18", "scan-mobilefacenet"])
+def test_training_gradients_equal_the_reference_on_real_faces(name, faces, monkeypatch):
+    torch.manual_seed(0)
+    model = _trained(name, faces, steps=1).train()
+    gradients = []
+    for forward in (ScaleAttentionConv2d.forward, reference_forward):
+        monkeypatch.setattr(ScaleAttentionConv2d, "forward", forward)
+        model.zero_grad(set_to_none=True)
+        (-model(faces).std() + model.auxiliary_losses()["rmo"]).backward()
+        gradients.append({n: p.grad for n, p in model.named_parameters()})
+    assert_same_gradients(*gradients)
+

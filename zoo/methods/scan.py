@@ -22,9 +22,12 @@ Response-maximisation objective (RMO), per SAC layer: L_scale = exp(-lambda ||f_
 auxiliary loss is the sum over layers (the paper adds L_scale to the recognition loss). Its
 gradient reaches only that layer's scale kernel k_s, i.e. its k and t (supplement Fig. 8: "the
 gradients with respect to k_s are derived from the combination of RMO and recognition
-loss"): the term reuses the forward output and backpropagates through a weight-only
-convolution gradient taken with respect to k_s, never into the layer input nor into the
-shortcut kernel k_i, which the recognition loss alone trains.
+loss"), never the layer input nor the shortcut kernel k_i, which the recognition loss alone
+trains. In training the conv and its L_scale are one autograd node (`_ScaleAttentionConv`)
+that hands RMO's gradient to k_s in its backward. That costs one weight-gradient contraction
+more than a plain conv, and no formulation with exact gradients avoids it: k_i's gradient
+(recognition only) and k_s's (recognition + RMO) are two different contractions of the same
+input, each as large as a plain conv's weight gradient.
 
 For inference `fold()` merges k_s + k_i into one plain conv: the result is the plain
 backbone (same parameter count and layers) plus each layer's t kept in the config, which
@@ -95,27 +98,54 @@ def scale_operator(t: torch.Tensor, norm: str = "eq2") -> torch.Tensor:
     return scale_kernel(basis, t, norm).flatten(2).transpose(1, 2)  # column q: k_s of basis kernel q
 
 
-class _WeightOnlyConvGrad(torch.autograd.Function):
-    """Returns a precomputed conv output whose gradient flows to the kernel only.
+class _ScaleAttentionConv(torch.autograd.Function):
+    """f_out = (k_s + k_i) (*) f_in and RMO's L_scale of f_out, as one autograd node.
 
-    Lets RMO reuse the forward output instead of convolving a detached input again.
+    Backward keeps the recognition gradient g and RMO's r = dL_scale/df_out apart: f_in's and
+    k_i's gradients come from g alone, k_s's from g + r. One convolution backward gives f_in's
+    gradient and the weight gradient of g (k_i's, and k_s's share of it); r's weight gradient
+    is the one more contraction RMO costs: k_i's and k_s's gradients are two different
+    contractions of the same f_in, which no single pass of the same width can give (stacking g
+    and g + r as a convolution twice as wide costs as much, and a grouped one far more). r is a
+    per-face multiple of f_out, so f_in, the kernel and f_out are all this node keeps.
     """
 
     @staticmethod
-    def forward(ctx, output, inputs, weight, stride, groups):
-        ctx.save_for_backward(inputs, weight)
-        ctx.stride, ctx.groups = stride, groups
-        return output.clone()
+    def forward(ctx, inputs, scale, shortcut, stride, groups, rmo_lambda):
+        kernel = scale if shortcut is None else scale + shortcut
+        out = F.conv2d(inputs, kernel, stride=stride, padding=1, groups=groups)
+        norms = out.flatten(1).to(torch.promote_types(out.dtype, torch.float32)).norm(dim=1)
+        losses = torch.exp(-rmo_lambda * norms / (out.shape[-2] * out.shape[-1]))
+        ctx.save_for_backward(inputs, kernel, out, norms, losses)
+        ctx.stride, ctx.groups, ctx.rmo_lambda = stride, groups, rmo_lambda
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None and costs nothing
+        return out, losses.mean()
 
     @staticmethod
-    def backward(ctx, grad_output):
-        """dL/dk in the kernel's dtype. Under autocast the forward conv ran in bf16 while the saved
-        input stayed fp32: the weight-gradient conv takes both in one dtype (cuDNN and oneDNN
-        refuse a mix), the gradient's, as autograd's own conv backward would."""
-        inputs, weight = ctx.saved_tensors
-        grad_weight = torch.nn.grad.conv2d_weight(inputs.to(grad_output.dtype), weight.shape, grad_output,
-                                                  ctx.stride, 1, 1, ctx.groups)
-        return None, None, grad_weight.to(weight.dtype), None, None
+    def backward(ctx, grad_out, grad_rmo):
+        """Under autocast the forward conv ran in bf16 while the saved input and kernel stayed fp32:
+        the convolutions here take all three in the output's dtype (cuDNN and oneDNN refuse a mix),
+        as autograd's own conv backward does; autograd casts each gradient to its input's dtype."""
+        inputs, kernel, out, norms, losses = ctx.saved_tensors
+        needs_input, needs_scale, needs_shortcut = ctx.needs_input_grad[:3]
+        inputs, kernel = inputs.to(out.dtype), kernel.to(out.dtype)
+
+        def convolution_backward(grad, output_mask):
+            return torch.ops.aten.convolution_backward(grad, inputs, kernel, None, [ctx.stride] * 2, [1, 1], [1, 1],
+                                                       False, [0, 0], ctx.groups, output_mask)[:2]
+
+        grad_inputs = grad_kernel = None
+        if grad_out is not None:
+            grad_inputs, grad_kernel = convolution_backward(grad_out, [needs_input, needs_scale or needs_shortcut, False])
+        grad_scale = grad_kernel if needs_scale else None
+        if grad_rmo is not None and needs_scale:
+            # d mean_n exp(-lambda |out_n| / HW) / d out_n = -lambda / (N HW) L_n out_n / |out_n|; 0 where out_n = 0
+            faces, area = len(out), out.shape[-2] * out.shape[-1]
+            coefficient = torch.where(norms > 0, grad_rmo * -ctx.rmo_lambda * losses / (faces * area * norms), 0.0)
+            grad_rmo_scale = convolution_backward(out * coefficient.to(out.dtype).view(-1, 1, 1, 1),
+                                                  [False, True, False])[1]
+            grad_scale = grad_rmo_scale if grad_scale is None else grad_scale + grad_rmo_scale
+        return grad_inputs, grad_scale, grad_kernel if needs_shortcut else None, None, None, None
 
 
 class ScaleAttentionConv2d(nn.Module):
@@ -154,18 +184,13 @@ class ScaleAttentionConv2d(nn.Module):
         return kernel if self.shortcut_weight is None else kernel + self.shortcut_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.scale_kernel()
-        kernel = scale if self.shortcut_weight is None else scale + self.shortcut_weight
-        out = F.conv2d(x, kernel, stride=self.stride, padding=1, groups=self.groups)
         if self.training and self.rmo and torch.is_grad_enabled():
             # d L_scale / d k_u is handed to k_s only: k_i stays out of RMO (supplement Fig. 8).
-            local = _WeightOnlyConvGrad.apply(out.detach(), x.detach(), scale, self.stride, self.groups)
-            h, w = out.shape[-2:]
-            norms = local.flatten(1).norm(dim=1)
-            self.rmo_loss = torch.exp(-self.rmo_lambda * norms / (h * w)).mean()
-        else:
-            self.rmo_loss = None
-        return out
+            out, self.rmo_loss = _ScaleAttentionConv.apply(x, self.scale_kernel(), self.shortcut_weight, self.stride,
+                                                           self.groups, self.rmo_lambda)
+            return out
+        self.rmo_loss = None
+        return F.conv2d(x, self.merged_kernel(), stride=self.stride, padding=1, groups=self.groups)
 
     @torch.no_grad()
     def set_merged_kernel(self, kernel: torch.Tensor) -> None:
