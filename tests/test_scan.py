@@ -1,6 +1,6 @@
 """SCAN-CNN: scale attention conv maths (Eq. 2 and sum-normalised Gaussians), RMO gradient
 confinement to k_s and the fused training conv against the formulation it replaced, exact
-folding, and exact fine-tuning starts from a trained plain model."""
+folding, exact fine-tuning starts from a trained plain model, and explain on the model's device."""
 import math
 
 import pytest
@@ -341,3 +341,15 @@ def test_training_gradients_equal_the_reference_on_real_faces(name, faces, monke
         gradients.append({n: p.grad for n, p in model.named_parameters()})
     assert_same_gradients(*gradients)
 
+
+def test_folded_explain_keeps_t_on_the_models_device():
+    """The folded model's t ride in its config (host memory); the scale map indexes them with the
+    responses' argmax, so both must sit on the model's device. On the meta device a host t
+    indexed by meta indices gives host garbage instead of failing, which is what this catches
+    without a GPU (on CUDA it was a crash)."""
+    folded = zoo.build("scan-ir18", width=0.25).fold().to("meta")
+    explanation = folded.explain(torch.empty(2, 3, 112, 112, device="meta"))
+    assert explanation.maps and all(m.device.type == "meta" for m in explanation.maps.values())
+    assert all(t.device.type == "meta" for t in explanation.values.values())
+    response, t = torch.randn(1, 3, 2, 2, device="meta"), torch.tensor([0.5, 1.0, 2.0])
+    assert scale_map(response, t).device.type == "meta"

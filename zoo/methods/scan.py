@@ -232,7 +232,7 @@ def scale_map(response: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     pattern's scale": a map of the dominant learnt scale over the face.
     """
     dominant = response.abs().argmax(dim=1)
-    return t.to(response.dtype)[dominant]
+    return t.to(response.device, response.dtype)[dominant]  # indices and t on one device
 
 
 def layer_key(module_path: str) -> str:
@@ -375,8 +375,10 @@ class FoldedScanModel(_ScaleMapMixin, FaceModel):
     default_options = {"t": {}}
 
     def scale_layers(self):
-        return {key: (self.backbone.get_submodule(key), torch.tensor(t))
-                for key, t in self.options["t"].items()}
+        """Each layer's t on the layer's own device, as the unfolded model's are."""
+        layers = {key: self.backbone.get_submodule(key) for key in self.options["t"]}
+        return {key: (conv, torch.tensor(self.options["t"][key], device=conv.weight.device))
+                for key, conv in layers.items()}
 
     def learnt_t(self) -> Dict[str, torch.Tensor]:
         """The t the config carries, exactly (float64, as JSON holds them)."""
