@@ -98,7 +98,8 @@ def inference_copy(model):
     return folded
 
 
-def _embed(model, faces: np.ndarray, batch_size: int) -> np.ndarray:
+def embed_batches(model, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """L2-normalised embeddings of uint8 faces, `batch_size` at a time (a peer embeds any batch)."""
     preprocess = model.preprocess
     out = [model.embed(preprocess(faces[i:i + batch_size])).float().numpy() for i in range(0, len(faces), batch_size)]
     embeddings = np.concatenate(out)
@@ -146,7 +147,7 @@ def occlusion_sensitivity(model, face_a: FaceLike, face_b: FaceLike, patch: int 
     landmarks = [[box] for box in landmark_boxes().values()]
     decision, policy = _policy_greyings(model, face)
     copies = np.concatenate([np.stack([face, other]), greyed_copies(face, grid + landmarks + policy)])
-    embeddings = _embed(inference_copy(model), copies, batch_size)
+    embeddings = embed_batches(inference_copy(model), copies, batch_size)
     scores = embeddings @ embeddings[1]  # one product for all, so an unchanged copy drops by exactly 0
     similarity = float(scores[0])
     drops = scores[0] - scores[2:]
