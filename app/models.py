@@ -1,5 +1,11 @@
 """The models the app serves: the local zoo and the pretrained peers, loaded once at start, and
-hub pulls added while it runs; with each model's verdict threshold and listing order."""
+hub pulls added while it runs; with each model's verdict threshold, listing order and runtime.
+
+The runtime (`python app.py --runtime onnx`, `ModelSet.use_runtime`) computes the embeddings
+that verification and the blur lab compare (`ZooEntry.embed`): torch by default, or onnxruntime
+on each model's ONNX export (`zoo.runtime`, exported once into the cache folder). The analyses
+that need gradients or a model's internals (Grad-CAM, the methods' maps) use the torch model
+whatever the runtime; `ZooEntry.served_by` says what computed a model's embeddings."""
 from __future__ import annotations
 
 import threading
@@ -12,6 +18,7 @@ import numpy as np
 import zoo
 from zoo import CheckpointError, FaceModel, hub
 from zoo.peers import Peer, make_peer, peer_names
+from zoo.runtime import DEFAULT_RUNTIME, Embedder, TorchEmbedder, make_embedder
 from zoo.tables import is_clean, protocol_rank
 
 from .errors import InputError
@@ -32,6 +39,18 @@ class ZooEntry:
     config: Dict
     model: Optional[FaceModel] = None
     error: Optional[str] = None
+    embedder: Optional[Embedder] = None  # None: the model itself, in torch
+    runtime_note: str = ""  # why the embedder is not the set's runtime, when it is not
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """(N,D) L2-normalised embeddings of aligned uint8 crops, computed by the entry's runtime."""
+        return (self.embedder or TorchEmbedder(self.model)).embed(crops)
+
+    @property
+    def served_by(self) -> str:
+        """What computes this model's embeddings, in words (shown with every verdict)."""
+        served = (self.embedder or TorchEmbedder(self.model)).served_by
+        return f"{served} ({self.runtime_note})" if self.runtime_note else served
 
     @property
     def threshold(self) -> float:
@@ -109,6 +128,7 @@ class ModelSet:
     def __init__(self, zoo_dir: Path, hub_endpoint: Optional[str], lock: threading.RLock, peers: bool = True):
         self.zoo_dir = zoo_dir
         self.hub_endpoint = hub.endpoint_url(hub_endpoint)
+        self.runtime = DEFAULT_RUNTIME
         self._lock = lock
         local = [load_entry(folder.name, folder, "local zoo")
                  for folder in (sorted(zoo_dir.iterdir()) if zoo_dir.is_dir() else [])
@@ -144,6 +164,26 @@ class ModelSet:
             raise InputError(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(available)}")
         return [entries[n] for n in dict.fromkeys(names)]
 
+    def use_runtime(self, runtime: str) -> None:
+        """Compute every model's embeddings with `runtime` ("torch" or "onnx"), now and for models
+        pulled later. A model the runtime cannot take (a peer, a failed export) keeps its own
+        engine or torch, and its `served_by` says why."""
+        with self._lock:
+            self.runtime = runtime
+            for entry in self._entries.values():
+                self._attach(entry)
+
+    def _attach(self, entry: ZooEntry) -> ZooEntry:
+        """Give a loaded entry the set's runtime (the ONNX export, the first time, takes seconds)."""
+        if entry.model is None:
+            return entry
+        try:
+            entry.embedder, entry.runtime_note = make_embedder(self.runtime, entry.model), ""
+        except Exception as err:  # noqa: BLE001 - any exporter failure: serve the model by torch, and say so
+            entry.embedder = TorchEmbedder(entry.model)
+            entry.runtime_note = f"{self.runtime} failed: {type(err).__name__}: {str(err)[:200]}"
+        return entry
+
     def pull(self, repo_id: str, revision: Optional[str] = None) -> ZooEntry:
         """Download a checkpoint from a repo on the app's hub and make it usable at once under `repo_id[@revision]`."""
         repo_id, revision = (repo_id or "").strip(), (revision or "").strip() or None
@@ -156,5 +196,5 @@ class ModelSet:
         if entry.error is not None:
             raise InputError(f"{name}: pulled, but it is not a usable FaceScope checkpoint: {entry.error}")
         with self._lock:
-            self._entries[name] = entry
+            self._entries[name] = self._attach(entry)
         return entry

@@ -85,9 +85,9 @@ def blur_curve(entries: Sequence[ZooEntry], pair: Pair, degradation: Degradation
     similarity = {}
     with lock:
         for entry in entries:
-            embeddings = entry.model.embed(entry.model.preprocess(crops))
+            embeddings = entry.embed(crops)
             first, second = embeddings[:len(degraded_a)], embeddings[len(degraded_a):]
-            similarity[entry.name] = (first * second).sum(dim=1).tolist()
+            similarity[entry.name] = (first * second).sum(axis=1).tolist()
     at = levels.index(degradation.amount)
     return BlurCurve(pair, degradation, similarity, {e.name: e.threshold for e in entries},
                      (degraded_a[at if both else 0], degraded_b[at]),

@@ -24,6 +24,7 @@ class Verdict:
     similarity: float
     threshold: Optional[float]
     calibrated: bool = True
+    runtime: str = "torch"  # what computed the embeddings (`ZooEntry.served_by`)
 
     @property
     def same(self) -> Optional[bool]:
@@ -38,7 +39,7 @@ class Verdict:
 
     def to_dict(self) -> Dict:
         return {"model": self.model, "similarity": round(self.similarity, 6), "threshold": self.threshold,
-                "calibrated": self.calibrated, "same": self.same, "verdict": self.text}
+                "calibrated": self.calibrated, "same": self.same, "verdict": self.text, "runtime": self.runtime}
 
 
 @dataclass
@@ -54,8 +55,9 @@ def verdicts(entries: Sequence[ZooEntry], pair: Pair, lock: threading.RLock) -> 
     found = []
     with lock:
         for entry in entries:
-            embeddings = entry.model.embed(entry.model.preprocess(crops))
-            found.append(Verdict(entry.name, float(embeddings[0] @ embeddings[1]), entry.threshold, entry.calibrated))
+            embeddings = entry.embed(crops)
+            found.append(Verdict(entry.name, float(embeddings[0] @ embeddings[1]), entry.threshold, entry.calibrated,
+                                 entry.served_by))
     return found
 
 
