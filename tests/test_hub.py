@@ -251,18 +251,18 @@ def test_a_fine_tuned_card_names_its_base_model():
 
 @pytest.mark.fast
 def test_cards_carry_a_model_index_the_hub_renders():
-    """Every zoo card's YAML parses with huggingface_hub.ModelCard and lists each accuracy of
-    its evaluation (protocol x condition), so a published model shows its results on the Hub."""
-    from huggingface_hub import ModelCard
-
-    from zoo import card
-
+    """Every embedded zoo card (the README.md as committed, and as rendered anew) parses with
+    huggingface_hub.ModelCard and lists each accuracy of its evaluation (protocol x condition), so
+    a published model shows its results on the Hub; a fine-tuned one names its base model."""
     for name in zoo.local_models():
         config = zoo.read_config(zoo.LOCAL_ZOO / name)
-        text = card.render(zoo.load(name), config.get("training"), config.get("metrics"), name=name,
-                           imported=config.get("imported_from"))
-        data = ModelCard(text).data
+        training = config.get("training")
+        rendered = card.render(zoo.load(name), training, config.get("metrics"), name=name,
+                               imported=config.get("imported_from"), base_model=card.base_model(training, hub.ZOO_ORG))
         expected = {(p, c): round(100 * v["accuracy"], 2) for p, e in config["metrics"]["protocols"].items()
                     for c, v in e["conditions"].items()}
-        assert {(r.dataset_config, r.metric_config): r.metric_value for r in data.eval_results} == expected, name
-        assert data.license_name == "research-only" and data.library_name == "facescope"
+        for data in (ModelCard.load(zoo.LOCAL_ZOO / name / "README.md").data, ModelCard(rendered).data):
+            assert {(r.dataset_config, r.metric_config): r.metric_value for r in data.eval_results} == expected, name
+            assert data.license_name == "research-only" and data.library_name == "facescope"
+            fine_tuned = bool((training or {}).get("init"))
+            assert data.base_model == (f"{hub.ZOO_ORG}/mobilefacenet.y1" if fine_tuned else None), name
