@@ -20,6 +20,7 @@ import analysis
 import zoo
 from zoo.data import Aligner, make_aligner
 
+from .batching import FaceBatcher
 from .models import ModelSet, ZooEntry
 from .photos import APP_ALIGNER, Pair, Photo, PhotoCache
 from .tabs.blur_lab import BlurCurve, blur_curve, degradation
@@ -42,6 +43,7 @@ class Service:
         self.models = ModelSet(Path(zoo_dir) if zoo_dir is not None else zoo.LOCAL_ZOO, hub_endpoint, self._lock,
                                peers)
         self.zoo_dir, self.hub_endpoint = self.models.zoo_dir, self.models.hub_endpoint
+        self._batcher = FaceBatcher(self._lock)  # concurrent verifications share forward passes
         self.photos = PhotoCache(aligner or make_aligner(APP_ALIGNER), self._lock)
         self.gallery_map = GalleryMap(gallery_dir)
 
@@ -72,7 +74,7 @@ class Service:
         start = time.perf_counter()
         entries = self.models.select(models)
         pair = self.pair(path_a, path_b, index_a, index_b)
-        return Verification(pair, verdicts(entries, pair, self._lock), time.perf_counter() - start)
+        return Verification(pair, verdicts(entries, pair, self._lock, self._batcher), time.perf_counter() - start)
 
     def blur_curve(self, path_a, path_b, models: Optional[Sequence[str]] = None, kind: str = "blur",
                    amount: float = 2.0, target: str = "second", index_a: int = 0, index_b: int = 0) -> BlurCurve:

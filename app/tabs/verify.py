@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from ..batching import FaceBatcher
 from ..models import ZooEntry
 from ..photos import Pair
 
@@ -49,16 +50,18 @@ class Verification:
     seconds: float
 
 
-def verdicts(entries: Sequence[ZooEntry], pair: Pair, lock: threading.RLock) -> List[Verdict]:
-    """Cosine similarity of the pair's faces per model, judged at the model's threshold."""
+def verdicts(entries: Sequence[ZooEntry], pair: Pair, lock: threading.RLock,
+             batcher: Optional[FaceBatcher] = None) -> List[Verdict]:
+    """Cosine similarity of the pair's faces per model, judged at the model's threshold; with a
+    `batcher`, the faces are embedded together with those of concurrent requests."""
     crops = np.stack(pair.crops)
-    found = []
-    with lock:
-        for entry in entries:
-            embeddings = entry.embed(crops)
-            found.append(Verdict(entry.name, float(embeddings[0] @ embeddings[1]), entry.threshold, entry.calibrated,
-                                 entry.served_by))
-    return found
+    if batcher is not None:
+        embedded = batcher.embed(entries, crops)
+    else:
+        with lock:
+            embedded = [entry.embed(crops) for entry in entries]
+    return [Verdict(entry.name, float(e[0] @ e[1]), entry.threshold, entry.calibrated, entry.served_by)
+            for entry, e in zip(entries, embedded)]
 
 
 def verdict_html(result: Verification) -> str:

@@ -1,0 +1,90 @@
+"""The app's FaceBatcher: concurrent requests share forward passes and each gets its own faces'
+embeddings, equal to embedding them alone; a failing model fails only the requests that named it."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import zoo
+from app.batching import FaceBatcher
+from app.models import load_entry
+from faces import lfw_identities
+
+REQUESTS = 8
+
+
+@pytest.fixture(scope="module")
+def entries():
+    return [load_entry(name, zoo.LOCAL_ZOO / name, "local zoo")
+            for name in ("mobilefacenet.y1", "scan-mobilefacenet.fss-ft")]
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    faces, _ = lfw_identities(REQUESTS, 2)  # one real same-person pair per request
+    return [faces[2 * k:2 * k + 2] for k in range(REQUESTS)]
+
+
+class Counted:
+    """An entry whose forward passes are counted (and which can be made to fail)."""
+
+    def __init__(self, entry, fail: bool = False):
+        self.entry, self.fail, self.batches = entry, fail, []
+
+    def embed(self, crops):
+        self.batches.append(len(crops))
+        if self.fail:
+            raise RuntimeError("this model is broken")
+        return self.entry.embed(crops)
+
+
+def submit_together(batcher, lock, jobs):
+    """Run `jobs` (entries, crops) on threads while the worker is held at the lock, so all of them
+    queue before any batch runs; returns each job's result or exception."""
+    results = [None] * len(jobs)
+
+    def call(k):
+        try:
+            results[k] = batcher.embed(*jobs[k])
+        except Exception as error:
+            results[k] = error
+
+    with lock:
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(len(jobs))]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while batcher._queue.qsize() < len(jobs) - 1 and time.monotonic() < deadline:  # one is in the worker
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+def test_concurrent_requests_share_forward_passes_and_get_their_own_embeddings(entries, pairs):
+    lock = threading.RLock()
+    batcher = FaceBatcher(lock)
+    counted = [Counted(e) for e in entries]
+    results = submit_together(batcher, lock, [(counted, crops) for crops in pairs])
+    for crops, result in zip(pairs, results):
+        assert len(result) == len(entries)
+        for entry, embeddings in zip(entries, result):
+            alone = entry.embed(crops)
+            np.testing.assert_allclose(embeddings, alone, atol=1e-5)
+            assert float(embeddings[0] @ embeddings[1]) > 0.3  # the same person, recognised
+    for model in counted:  # what the worker took before the lock, then everything queued behind it
+        assert sum(model.batches) == 2 * REQUESTS and len(model.batches) <= 2, model.batches
+
+
+def test_a_failing_model_fails_only_its_requests_and_the_worker_goes_on(entries, pairs):
+    lock = threading.RLock()
+    batcher = FaceBatcher(lock)
+    good, broken = Counted(entries[0]), Counted(entries[1], fail=True)
+    results = submit_together(batcher, lock, [([good, broken] if k % 2 else [good], pairs[k]) for k in range(4)])
+    assert [isinstance(r, RuntimeError) for r in results] == [False, True, False, True]
+    assert "this model is broken" in str(results[1])
+    again = batcher.embed([good], pairs[0])  # the worker survived
+    np.testing.assert_allclose(again[0], entries[0].embed(pairs[0]), atol=1e-5)
