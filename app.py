@@ -22,6 +22,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 MAX_UPLOAD = "100mb"  # a 50-megapixel photo (the service's limit) fits; anything bigger is refused up front
 START_CHECK_SECONDS = 120
+CONCURRENT_REQUESTS = 16  # per event: enough for a lab's worth of clients, each waiting on the model lock
 
 
 def patient_start_check() -> None:
@@ -124,7 +125,9 @@ def main(argv=None) -> int:
     service.warm_up(EXAMPLES_DIR / first, EXAMPLES_DIR / second)
     demo = build(service)
     patient_start_check()
-    demo.queue().launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False,
+    # Requests run side by side (Gradio's default is one at a time per event): model work still
+    # takes turns under the service's lock, but concurrent verifications share forward passes.
+    demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False,
                         max_file_size=MAX_UPLOAD, allowed_paths=[str(EXAMPLES_DIR)], footer_links=["api", "settings"],
                         show_error=True)
     return 0
