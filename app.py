@@ -127,9 +127,9 @@ def main(argv=None) -> int:
     patient_start_check()
     # Requests run side by side (Gradio's default is one at a time per event): model work still
     # takes turns under the service's lock, but concurrent verifications share forward passes.
-    demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False,
-                        max_file_size=MAX_UPLOAD, allowed_paths=[str(EXAMPLES_DIR)], footer_links=["api", "settings"],
-                        show_error=True)
+    demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(
+        server_name=args.host, server_port=args.port, share=False, ssr_mode=False, max_file_size=MAX_UPLOAD,
+        allowed_paths=[str(EXAMPLES_DIR)], footer_links=["api", "settings"], show_error=True)
     return 0
 
 
