@@ -8,6 +8,8 @@ counts are computed straight from those files.
 """
 from __future__ import annotations
 
+import csv
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -70,8 +72,8 @@ def test_named_endpoints(client):
 
 
 def test_errors_ranked_with_both_faces_and_every_model(client, models, zoo_dir, data_root):
-    data, table, gallery, figure, status = client.predict(REFERENCE, PROTOCOL, "blur4", "errors", 6, models,
-                                                          api_name="/error_browser")
+    data, table, gallery, figure, status, files = client.predict(REFERENCE, PROTOCOL, "blur4", "errors", 6, models,
+                                                                 api_name="/error_browser")
     own = stored(zoo_dir, REFERENCE, "blur4")
     wrong = [line for line, row in own.items() if row["correct"] == "False"]
     margin = {line: round(abs(float(own[line]["similarity"]) - float(own[line]["threshold"])), 6) for line in wrong}
@@ -92,6 +94,10 @@ def test_errors_ranked_with_both_faces_and_every_model(client, models, zoo_dir, 
     assert f"{REFERENCE}: {len(wrong)} errors of {EVALUATED_PAIRS} pairs" in status
     assert f"no stored per-pair results for {UNSTORED}" in status and "python -m zoo.evaluate" in status
     assert figure["type"] == "plotly"
+    downloaded = {Path(f).suffix: Path(f) for f in files}  # the shown rows as JSON and CSV
+    assert json.loads(downloaded[".json"].read_text())["rows"] == data["rows"]
+    with downloaded[".csv"].open(newline="") as text:
+        assert [row["line"] for row in csv.DictReader(text)] == ranked[:6]
 
 
 def test_disagreement_matrix_counts_every_model_pair(client, models, zoo_dir):
@@ -126,8 +132,8 @@ def test_bad_input_gets_a_clear_message(client, models):
     with pytest.raises(AppError, match=f"no stored per-pair results for {UNSTORED}: looked for .*Make them with "
                                        "python -m zoo.evaluate"):
         client.predict(UNSTORED, PROTOCOL, "blur0", "errors", 5, models, api_name="/error_browser")
-    data, table, gallery, _, status = client.predict(FLAWLESS, PROTOCOL, "blur4", "errors", 5, models,
-                                                     api_name="/error_browser")
+    data, table, gallery, _, status, _ = client.predict(FLAWLESS, PROTOCOL, "blur4", "errors", 5, models,
+                                                        api_name="/error_browser")
     assert data["rows"] == [] and gallery in ([], None) and f"{FLAWLESS} makes no errors on lfw-view1 blur4" in status
     with pytest.raises(AppError, match="nothing to load: .* makes no errors"):
         client.predict(FLAWLESS, PROTOCOL, "blur4", "errors", 1, models, api_name="/error_browser_open")

@@ -13,6 +13,7 @@ import pandas as pd
 import analysis
 from zoo.data.paths import atomic_write
 
+from ..downloads import Downloads
 from ..status import status_text
 from ..tabs.error_browser import (DEFAULT_CONDITION, DEFAULT_PROTOCOL, DEFAULT_ROWS, ROW_LIMITS, VIEW_LABELS,
                                   row_record)
@@ -66,6 +67,7 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
             rank_number = gr.Number(label="row to load as photos A and B", value=1, precision=0, minimum=1)
             open_button = gr.Button("Load this pair as photos A and B")
         heatmap = gr.Plot(label="pairs on which two models disagree")
+        downloads = Downloads(ctx.failures, "error_browser")
         with gr.Accordion("details (JSON)", open=False):
             details = gr.JSON(label="error browser")
 
@@ -82,8 +84,9 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
                    "disagreements": {"models": matrix.models, "counts": matrix.counts.tolist(),
                                      "compared": matrix.compared.tolist()},
                    "seconds": round(result.seconds, 3)}
-        return (payload, shown_table(head), result.faces, analysis.disagreement_figure(matrix),
-                status_text(notes[1:], notes[0]))
+        figure = analysis.disagreement_figure(matrix)
+        return (payload, shown_table(head), result.faces, figure, status_text(notes[1:], notes[0]),
+                *downloads.save(payload, payload["rows"], [figure], result.faces))
 
     def open_pair(model, protocol, condition, view, rank, models, request: gr.Request):
         with ctx.failures.reported(request, "error browser"):
@@ -95,9 +98,9 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
 
     filters = [model_choice, protocol_choice, condition_choice, view_choice]
     listed = list_button.click(error_browser, [*filters, rows_slider, ctx.model_choice],
-                               [details, table, faces, heatmap, status], api_name="error_browser")
-    listed.failure(ctx.failures.shower("error browser", 4), None, [status, details, table, faces, heatmap],
-                   api_visibility="private")
+                               [details, table, faces, heatmap, status, *downloads.outputs], api_name="error_browser")
+    listed.failure(ctx.failures.shower("error browser", 4), None,
+                   [status, details, table, faces, heatmap, *downloads.outputs], api_visibility="private")
     open_inputs, open_outputs = [*filters, rank_number, ctx.model_choice], [*ctx.pair_inputs, status]
     loaded = open_button.click(open_pair, open_inputs, open_outputs, api_name="error_browser_open")
     loaded.failure(ctx.failures.shower("error browser", 0), None, status, api_visibility="private")
