@@ -105,6 +105,33 @@ def test_upload_verify_and_screenshot(browser, app_url, zoo_dir, tmp_path):
     assert not outside, f"the page fetched from outside: {outside}"
 
 
+# The tabs that draw what no other tool shows: (tab, its button, the plot that shows the answer).
+DEBUGGING_TABS = (("Error browser", "List the pairs", "error-heatmap"),
+                  ("Occlusion", "Grey out face A, part by part", "occlusion-plot"),
+                  ("Compare", "Compare where the models look", "compare-maps"))
+
+
+def test_debugging_tabs_draw_and_screenshot(browser, app_url, tmp_path):
+    """Each debugging tab, opened in the page with the pair loaded, draws its figure; a screenshot
+    of each (FACESCOPE_APP_SCREENSHOT=path also copies them beside it as app_<tab>.png)."""
+    wait = load(browser, app_url)
+    browser.find_element(By.CSS_SELECTOR, "#photo-a input[type=file]").send_keys(str(SAME_A))
+    browser.find_element(By.CSS_SELECTOR, "#photo-b input[type=file]").send_keys(str(SAME_B))
+    wait.until(lambda d: "1 face in" in text_of(d, "status-a") and "1 face in" in text_of(d, "status-b"))
+    for tab, button, plot in DEBUGGING_TABS:
+        browser.execute_script("arguments[0].click()", browser.find_element(
+            By.XPATH, f"//button[@role='tab' and normalize-space()='{tab}']"))
+        browser.execute_script("arguments[0].click()", browser.find_element(
+            By.XPATH, f"//button[normalize-space()='{button}']"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#{plot} svg.main-svg"))  # plotly has drawn
+        figure = browser.find_element(By.ID, plot)
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", figure)
+        screenshot = tmp_path / f"app_{tab.lower().replace(' ', '_')}.png"
+        assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+        if os.environ.get("FACESCOPE_APP_SCREENSHOT"):
+            shutil.copyfile(screenshot, Path(os.environ["FACESCOPE_APP_SCREENSHOT"]).parent / screenshot.name)
+
+
 def test_bad_upload_message_in_page(browser, app_url, tmp_path):
     note = tmp_path / "notes.jpg"
     note.write_text("not a photo\n")

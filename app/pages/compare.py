@@ -31,7 +31,7 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
             stride = gr.Slider(2, PATCH_SIZES[1], value=DEFAULT_STRIDE, step=1, label="occlusion: stride (pixels)")
         button = gr.Button("Compare where the models look", variant="primary")
         status = gr.Markdown()
-        maps = gr.Plot(label="one row per model")
+        maps = gr.Plot(label="one row per model", elem_id="compare-maps")
         curve = gr.Plot(label="similarity as face B is blurred")
         downloads = Downloads(ctx.failures, "compare", (PNG, OnRequest("report (one HTML page)", "report",
                                                                         write_report)))

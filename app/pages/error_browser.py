@@ -66,7 +66,7 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
         with gr.Row():
             rank_number = gr.Number(label="row to load as photos A and B", value=1, precision=0, minimum=1)
             open_button = gr.Button("Load this pair as photos A and B")
-        heatmap = gr.Plot(label="pairs on which two models disagree")
+        heatmap = gr.Plot(label="pairs on which two models disagree", elem_id="error-heatmap")
         downloads = Downloads(ctx.failures, "error_browser")
         with gr.Accordion("details (JSON)", open=False):
             details = gr.JSON(label="error browser")

@@ -21,7 +21,7 @@ def page(ctx: PageContext) -> List[gr.Dropdown]:
             stride = gr.Slider(2, PATCH_SIZES[1], value=DEFAULT_STRIDE, step=1, label="stride (pixels)")
         button = gr.Button("Grey out face A, part by part", variant="primary")
         status = gr.Markdown()
-        plot = gr.Plot(label="similarity drop over face A, and per landmark patch")
+        plot = gr.Plot(label="similarity drop over face A, and per landmark patch", elem_id="occlusion-plot")
         downloads = Downloads(ctx.failures, "occlusion")
         with gr.Accordion("details (JSON)", open=False):
             details = gr.JSON(label="occlusion")
