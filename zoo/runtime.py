@@ -31,7 +31,7 @@ from .registry import Registry
 
 DEFAULT_RUNTIME = "torch"
 # Part of every ONNX file's key: bump it when zoo.export changes the graphs it writes.
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"  # 2: PReLU in its relu form
 
 
 class Embedder(ABC):
