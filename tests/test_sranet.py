@@ -260,7 +260,7 @@ def test_attend_by_blocks_equals_the_whole_matrix(monkeypatch):
     queries, keys, values = torch.randn(3, 50, 4), torch.randn(3, 13, 4) * 3, torch.randn(3, 13, 6)
     whole, attention = attend(queries, keys, values, keep_attention=True)
     assert torch.allclose(attention.sum(dim=-1), torch.ones(3, 50))
-    for block in (13 * 7, 50 * 13, 50 * 13 * 2, 1):  # rows of one face, a face, two faces, one row
+    for block in (13 * 7, 50 * 13, 50 * 13 * 2, 50 * 13 * 3, 1):  # rows of a face, 1, 2, all 3 faces, one row
         monkeypatch.setattr(sranet, "ATTENTION_BLOCK", block)
         blocked, none = attend(queries, keys, values, keep_attention=False)
         assert none is None and torch.allclose(blocked, whole, atol=1e-6)

@@ -93,14 +93,15 @@ def attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     """softmax_rows(queries keys^T) values: (N,L,d), (N,S,d), (N,S,e) -> (N,L,e), and the (N,L,S)
     attention itself when `keep_attention` (explain).
 
-    Otherwise by blocks of query rows (whole faces together where they are small), so that a
-    block's logits stay in cache: at 56x56 the light HW x HW/4 matrix is 10 MB a face, and
-    writing it out and reading it back twice costs more than the products themselves.
+    Otherwise, once the N x L x S logits outgrow ATTENTION_BLOCK, by blocks of query rows (whole
+    faces together where they are small), so that a block's logits stay in cache: at 56x56 the
+    light HW x HW/4 matrix is 10 MB a face, and writing it out and reading it back twice costs
+    more than the products themselves.
     """
-    if keep_attention:
-        attention = torch.softmax(queries @ keys.transpose(1, 2), dim=-1)
-        return attention @ values, attention
     length, key_count = queries.shape[1], keys.shape[1]
+    if keep_attention or len(queries) * length * key_count <= ATTENTION_BLOCK:  # the whole matrix at once
+        attention = torch.softmax(queries @ keys.transpose(1, 2), dim=-1)
+        return attention @ values, attention if keep_attention else None
     rows = max(1, ATTENTION_BLOCK // key_count)
     faces = max(1, ATTENTION_BLOCK // (length * key_count))
     results = []
