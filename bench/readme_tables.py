@@ -23,6 +23,7 @@ TITLES = {
     "method_vs_baseline": "Each method minus the baseline fine-tuned alike, and the papers' claims",
     "accuracy": "Accuracy on LFW View 1, CFP-FF, CFP-FP, clean and blurred, with the pretrained peers",
     "zoo_inference": "Inference of the zoo: ms/image, memory, and the SCAN / SRANet cost claims",
+    "method_cost": "Method cost against the backbone: SRANet inference, SCAN training",
     "onnx_runtime": "The zoo in torch and in onnxruntime (its ONNX export)",
     "app_latency": "App: end-to-end pair verification latency",
     "occlusion_time": "Occlusion lab: one pair, every model",
