@@ -96,10 +96,13 @@ def attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     Otherwise, once the N x L x S logits outgrow ATTENTION_BLOCK, by blocks of query rows (whole
     faces together where they are small), so that a block's logits stay in cache: at 56x56 the
     light HW x HW/4 matrix is 10 MB a face, and writing it out and reading it back twice costs
-    more than the products themselves.
+    more than the products themselves. The blocks are an eager-mode device: a graph being
+    compiled or exported (torch.compile, ONNX) takes the whole matrix, as its blocks would tie
+    the graph to one batch size.
     """
     length, key_count = queries.shape[1], keys.shape[1]
-    if keep_attention or len(queries) * length * key_count <= ATTENTION_BLOCK:  # the whole matrix at once
+    whole = keep_attention or torch.compiler.is_compiling() or len(queries) * length * key_count <= ATTENTION_BLOCK
+    if whole:
         attention = torch.softmax(queries @ keys.transpose(1, 2), dim=-1)
         return attention @ values, attention if keep_attention else None
     rows = max(1, ATTENTION_BLOCK // key_count)
