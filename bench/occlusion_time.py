@@ -1,7 +1,8 @@
 """Time of the occlusion lab for one pair: a 16 px grey patch at stride 8 over a 112 px face
 (169 occluded copies plus the five landmark patches, and a patch policy's six), per zoo model and
-peer, torch on 2 threads. Wall time is what a user waits; the process's CPU time (all threads) is
-the work itself, which other jobs on a shared machine do not inflate.
+peer, torch on one thread as the app serves it (`python app.py --threads 1`, its default). Wall time
+is what a user waits; the process's CPU time is the work itself, which other jobs on a shared
+machine inflate far less (with one thread nothing spins waiting for a descheduled sibling).
 
 Then what makes it fast, on one model: the same 174 copies embedded with the model as loaded or
 with its BatchNorms folded into the convolutions (`analysis.occlusion.inference_copy`), in batches
@@ -74,7 +75,7 @@ def ablation(name: str, a: np.ndarray, rounds: int) -> List[Dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/occlusion_time.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the app)")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs per model (default 3; median)")
     parser.add_argument("--ablation-model", default="mobilefacenet.y1",
                         help="the model the four ways of embedding are timed on (default mobilefacenet.y1)")
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     rows = time_models(a, b, args.rounds)
     ways = ablation(args.ablation_model, a, args.ablation_rounds)
     table = (f"A 16 px patch at stride 8 on a 112 px face (174 embeddings; up to 6 more for a patch policy), "
-             f"{args.threads} torch threads, median of {args.rounds}; load average {load:.2f} at the start, "
+             f"{args.threads} torch thread{'s' if args.threads > 1 else ''}, median of {args.rounds}; load average {load:.2f} at the start, "
              f"{os.getloadavg()[0]:.2f} at the end (other jobs on the machine).\n\n"
              + markdown_table(["model", "seconds", "< 2 s", "CPU seconds (all threads)"],
                               [[r["model"], f"{r['seconds']:.2f}", "yes" if r["seconds"] < 2 else "no",
