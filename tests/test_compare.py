@@ -109,7 +109,7 @@ def test_the_report_is_one_self_contained_page(client, comparison):
     assert page.count("Plotly.newPlot") == 2  # the maps and the blur curve
     pngs, _ = client.predict(api_name="/compare_png")
     figures = [Image.open(p) for p in pngs if p.endswith(".png")]
-    assert [f.size[0] for f in figures] == [1400, 900]  # the maps at their layout width, the curve at the default
+    assert len(figures) == 2 and all(f.size[0] >= 900 for f in figures)  # the maps and the curve, legible widths
 
 
 def test_occlusion_lab_shows_a_patch_policy_beside_the_landmark_drops(client):
