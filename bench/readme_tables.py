@@ -28,6 +28,7 @@ TITLES = {
     "app_latency": "App: end-to-end pair verification latency",
     "occlusion_time": "Occlusion lab: one pair, every model",
     "load_test": "App under load: concurrent clients verifying pairs",
+    "error_browser_time": "Error browser: opening from stored per-pair results",
     "training": "Training throughput per method",
     "inference": "Inference cost of every registered architecture (untrained, width 0.25)",
     "eval_time": "Time of a full test-protocol evaluation",
