@@ -1,17 +1,18 @@
 """Time the FaceScope-small test protocols for one model, from a cold crop cache, and where the time goes.
 
     python bench/eval_time.py                          # mobilefacenet.fss-ft, LFW View 1 + CFP-FF + CFP-FP, blur 0/2/4
-    python bench/eval_time.py --runtime onnx           # the same, embeddings by onnxruntime
+    python bench/eval_time.py --runtime torch          # the same, embeddings by torch
     python bench/eval_time.py --warm                   # with the project's crop cache (cache/) instead
 
 The run is exactly `python -m zoo.evaluate --model M --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4`
-with FACESCOPE_CACHE on an empty temporary folder (the target: <= 180 s wall on 2 free cores).
+with FACESCOPE_CACHE on an empty temporary folder, the ONNX export included (the target: <= 180 s
+wall on 2 free cores).
 On a shared machine wall time says as much about the neighbours as about the code, so the table
 also gives the CPU seconds (user + sys of this process and its workers) and the load average
 sampled during the run. Before it, the stages of one image are timed in one process, one thread,
-on a sample of CFP-FP photos (decode, YuNet detection, warp, cache write, each blur, embedding
-at the old batch of 64 and the new default, the two batch sizes in alternation), with their share
-of the run's CPU work (cost x how many times the run does it).
+on a sample of CFP-FP photos, in alternation (decode, YuNet detection, warp, cache write, each
+blur, embedding by torch at the old batch of 64 and at the new default, and by onnxruntime), with
+their share of the run's CPU work (cost x how many times the run does it).
 Writes bench/results/eval_time.{json,md}.
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ class LoadSampler:
         self.samples.append(os.getloadavg()[0])
 
 
-def stage_costs(model_name: str, runtime: str, conditions, count: int, rounds: int = 3) -> dict:
+def stage_costs(model_name: str, conditions, count: int, rounds: int = 3) -> dict:
     """CPU ms per image of each stage, one thread, on `count` CFP-FP photos (median of `rounds`)."""
     torch.set_num_threads(1)
     paths = load_protocol("cfp-fp").images()[::max(1, 5901 // count)][:count]
@@ -72,11 +73,12 @@ def stage_costs(model_name: str, runtime: str, conditions, count: int, rounds: i
     found = [(path, photo, d[0]) for path, photo in zip(paths, photos) for d in [aligner.detect(photo)] if d]
     crops = np.stack([warp_to_template(photo, d.landmarks) for _, photo, d in found])
     with tempfile.TemporaryDirectory(prefix="facescope-stages-") as scratch:
-        embedder = make_embedder(runtime, evaluate.resolve_model(model_name)[0].eval(), scratch)
+        model = evaluate.resolve_model(model_name)[0].eval()
+        embedders = {runtime: make_embedder(runtime, model, scratch) for runtime in ("torch", "onnx")}
         cache = CropCache(scratch, aligner)
 
-        def embed(batch):
-            return lambda: [embedder.embed(crops[i:i + batch]) for i in range(0, len(crops), batch)]
+        def embed(runtime, batch):
+            return lambda: [embedders[runtime].embed(crops[i:i + batch]) for i in range(0, len(crops), batch)]
 
         stages = {
             "decode (PIL)": (lambda: [load_image(p) for p in paths], len(paths)),
@@ -85,8 +87,8 @@ def stage_costs(model_name: str, runtime: str, conditions, count: int, rounds: i
             "write the crop cache (PNG)": (lambda: [cache.store(path, AlignedFace(crop, "landmarks"))
                                                     for (path, _, _), crop in zip(found, crops)], len(found))}
         stages.update({f"degrade {c.name}": (lambda c=c: c.apply_batch(crops), len(crops)) for c in conditions})
-        stages.update({f"embed, batch {b} ({runtime})": (embed(b), len(crops))
-                       for b in (OLD_BATCH, evaluate.DEFAULT_BATCH)})
+        stages.update({f"embed, {runtime}, batch {b}": (embed(runtime, b), len(crops)) for runtime, b in (
+            ("torch", OLD_BATCH), ("torch", evaluate.DEFAULT_BATCH), ("onnx", evaluate.DEFAULT_BATCH))})
         times = {name: [] for name in stages}
         for _ in range(rounds):  # in alternation: a busy machine slows every stage alike
             for name, (work, n) in stages.items():
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
                         "mobilefacenet.fss-ft, the embedded zoo's fine-tuned baseline)")
     parser.add_argument("--protocol", default=",".join(TEST_PROTOCOLS))
     parser.add_argument("--blur", default="0,2,4")
-    parser.add_argument("--runtime", default="torch", help="as zoo.evaluate --runtime (torch or onnx)")
+    parser.add_argument("--runtime", default="auto", help="as zoo.evaluate --runtime (default auto, its default)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="as zoo.evaluate --workers")
     parser.add_argument("--max-pairs", type=int, help="per protocol (a quick check; the target is all pairs)")
     parser.add_argument("--warm", action="store_true", help="use the project's crop cache instead of an empty one")
@@ -116,9 +118,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     conditions = [parse_degradation(f"blur{b.strip()}") for b in args.blur.split(",") if b.strip()]
-    stages = stage_costs(args.model, args.runtime, conditions, args.stage_images)
-    eval_argv = ["--model", args.model, "--protocol", args.protocol, "--blur", args.blur, "--runtime", args.runtime,
-                 "--workers", str(args.workers)] + (["--max-pairs", str(args.max_pairs)] if args.max_pairs else [])
+    stages = stage_costs(args.model, conditions, args.stage_images)
+    eval_argv = (["--model", args.model, "--protocol", args.protocol, "--blur", args.blur]
+                 + ([] if args.runtime == "auto" else ["--runtime", args.runtime])
+                 + ([] if args.workers == os.cpu_count() else ["--workers", str(args.workers)])
+                 + (["--max-pairs", str(args.max_pairs)] if args.max_pairs else []))
     cache = "warm" if args.warm else "cold"
     command = ("" if args.warm else "FACESCOPE_CACHE=$(mktemp -d) ") + "python -m zoo.evaluate " + " ".join(eval_argv)
     with tempfile.TemporaryDirectory(prefix="facescope-cold-cache-") as cold:
@@ -143,13 +147,15 @@ def main(argv=None) -> int:
         p = protocols[name]
         rows.append([name, p["pairs"], p["images"], p["embedded_images"], p["fallback_alignments"], p["align_seconds"],
                      p["embed_seconds"], ", ".join(f"{k} {100 * v:.2f}" for k, v in p["accuracy"].items())])
-    payload = {"command": command, "model": results["model"], "runtime": args.runtime, "workers": args.workers,
+    payload = {"command": command, "model": results["model"], "runtime": results["settings"]["runtime"],
+               "embedded_by": results["settings"]["embedded_by"], "workers": args.workers,
                "cache": cache, "conditions": results["settings"]["conditions"], "wall_seconds": round(wall, 1),
                "cpu_seconds": round(cpu, 1), "load_average_mean": round(float(np.mean(load.samples)), 2),
                "load_average_max": round(float(np.max(load.samples)), 2), "protocols": protocols,
                "stage_cpu_ms_per_image": {k: round(v, 3) for k, v in stages.items()},
                "stage_cpu_seconds_per_run": {k: round(v, 1) for k, v in per_run.items()}, "distinct_images": images}
-    table = (f"`{command}` ({cache} crop cache, {args.workers} worker(s), runtime {args.runtime}): "
+    table = (f"`{command}` ({cache} crop cache, {args.workers} workers, embeddings by "
+             f"{results['settings']['embedded_by']}): "
              f"**{wall:.0f} s wall, {cpu:.0f} s CPU** (user + sys, workers included); load average "
              f"{payload['load_average_mean']:.1f} on average during the run (max {payload['load_average_max']:.1f}).\n\n"
              + markdown_table(["protocol", "pairs", "images", "embedded (new)", "fallback alignments", "align s",

@@ -31,6 +31,7 @@ def test_cli_end_to_end_on_a_registered_model(tmp_path, capsys, crop_cache):
     assert code == 0, stderr
     results = json.loads(out.read_text())
     assert results["model"]["resolved_by"] == "zoo.build (untrained)"
+    assert results["settings"]["runtime"] == "torch"  # auto: new random weights each run, an export is never reused
     assert results["settings"]["conditions"] == ["blur0", "blur2", "lowres28"]
     for name in ("lfw-view1", "cfp-ff"):
         entry = results["protocols"][name]

@@ -1,6 +1,8 @@
 """The parallel evaluation pipeline (zoo/pipeline.py) gives the results of the plain path it
 replaced: every image aligned here, each condition embedded by the model in batches of 64, a
-cosine per pair, the metrics. Real CFP pairs, a cold crop cache, two worker processes."""
+cosine per pair, the metrics. Real CFP pairs, a cold crop cache, two worker processes, with the
+default runtime (onnxruntime on the CPU) and with torch: the same accuracies and thresholds, every
+pair's similarity within 1e-5."""
 from __future__ import annotations
 
 import csv
@@ -37,12 +39,15 @@ def old_path(model, pairs, conditions, cache):
     return crops, results
 
 
-def test_parallel_pipeline_gives_the_old_paths_results(tmp_path, data_root):
+@pytest.mark.parametrize("runtime", ["auto", "torch"])
+def test_parallel_pipeline_gives_the_old_paths_results(runtime, tmp_path, data_root):
     out = tmp_path / "results.json"
     code = main(["--model", MODEL, "--protocol", "cfp-ff,cfp-fp", "--blur", "0,3", "--max-pairs", str(MAX_PAIRS),
-                 "--workers", "2", "--cache-dir", str(tmp_path / "cold"), "--pairs", "--out", str(out), "--quiet"])
+                 "--workers", "2", "--runtime", runtime, "--cache-dir", str(tmp_path / "cold"), "--pairs",
+                 "--out", str(out), "--quiet"])
     assert code == 0
     results = json.loads(out.read_text())
+    assert results["settings"]["runtime"] == {"auto": "onnx", "torch": "torch"}[runtime]
     with gzip.open(out.with_suffix(".pairs.csv.gz"), "rt", newline="") as handle:
         rows = list(csv.DictReader(handle))
     model = zoo.load(MODEL).eval()

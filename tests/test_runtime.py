@@ -7,6 +7,7 @@ export test measures embeddings at cosine >= 0.9999 to torch's), every accuracy 
 (a pair whose similarity sits on its fold's threshold may land on the other side)."""
 from __future__ import annotations
 
+import copy
 import csv
 import gzip
 import json
@@ -65,6 +66,24 @@ def test_runtime_choices_and_what_cannot_run_in_onnx(tmp_path, small_model):
     crops, _ = lfw_identities(1, 2)
     assert np.allclose(pickle.loads(pickle.dumps(embedder)).embed(crops), embedder.embed(crops), atol=1e-6)
     assert not (tmp_path / "onnx").exists()
+
+
+def test_auto_is_onnxruntime_where_it_can_be(tmp_path, small_model, monkeypatch):
+    assert isinstance(make_embedder("auto", small_model, tmp_path), OnnxEmbedder)
+    assert isinstance(make_embedder("auto", small_model, tmp_path, device="cuda"), TorchEmbedder)  # CPU only
+
+    def broken_exporter(*args, **kwargs):
+        raise RuntimeError("the exporter cannot trace this forward")
+
+    monkeypatch.setattr("zoo.export.export_onnx", broken_exporter)
+    retrained = copy.deepcopy(small_model)
+    with torch.no_grad():
+        retrained.backbone.head[0][0].weight.mul_(1.01)  # new weights: no export on disk yet
+    with pytest.warns(RuntimeWarning, match="no ONNX export.*cannot trace.*embedding with torch"):
+        embedder = make_embedder("auto", retrained, tmp_path)
+    assert isinstance(embedder, TorchEmbedder)
+    with pytest.raises(RuntimeError, match="cannot trace"):  # asked for by name: no quiet fallback
+        make_embedder("onnx", retrained, tmp_path)
 
 
 def _similarities(path):

@@ -3,7 +3,8 @@
     embedder = make_embedder("onnx", zoo.load("mobilefacenet.fss-ft"))
     vectors = embedder.embed(crops)      # (N,112,112,3) uint8 RGB crops -> (N,D) L2-normalised float32
 
-`RUNTIMES` registers both by the name `--runtime` takes (`python -m zoo.evaluate`, `python app.py`).
+`RUNTIMES` registers both by the name `--runtime` takes (`python -m zoo.evaluate`, `python app.py`);
+`auto`, the evaluation's default, is onnx on the CPU and torch on a GPU.
 "onnx" exports the model's inference form once (`zoo.export`) into `<cache>/onnx/`, named by a
 hash of the network's weights and config, so a retrained checkpoint never reuses a stale file,
 and runs it with one onnxruntime thread (callers parallelise by processes). A pretrained peer is
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -30,8 +32,9 @@ from .data.paths import cache_root
 from .registry import Registry
 
 DEFAULT_RUNTIME = "torch"
+AUTO = "auto"  # zoo.evaluate's default: onnx where it can, else torch (`make_embedder`)
 # Part of every ONNX file's key: bump it when zoo.export changes the graphs it writes.
-EXPORT_VERSION = "2"  # 2: PReLU in its relu form
+EXPORT_VERSION = "3"  # 2: PReLU as relu ops; 3: as depthwise convolutions (zoo.export.ReluFormPReLU)
 
 
 class Embedder(ABC):
@@ -63,13 +66,18 @@ class TorchEmbedder(Embedder):
 
     @property
     def served_by(self) -> str:
+        return self.describe(self.model, self.device)
+
+    @staticmethod
+    def describe(model: torch.nn.Module, device: str = "cpu") -> str:
+        """`served_by` of a TorchEmbedder of `model`, without making one."""
         from .peers import Peer
 
-        return "its own engine (a pretrained peer)" if isinstance(self.model, Peer) else f"torch ({self.device})"
+        return "its own engine (a pretrained peer)" if isinstance(model, Peer) else f"torch ({device})"
 
     @torch.no_grad()
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        images = self.model.preprocess(crops).to(self.device)
+        images = getattr(self.model, "preprocess", to_input)(crops).to(self.device)
         return self.model.embed(images).float().cpu().numpy()
 
     def __reduce__(self):
@@ -147,14 +155,30 @@ def exported_onnx(model: torch.nn.Module, cache_dir=None) -> Path:
 
 
 def make_embedder(runtime: Optional[str], model: torch.nn.Module, cache_dir=None, device: str = "cpu") -> Embedder:
-    """The `runtime` embedder of `model` (`DEFAULT_RUNTIME` when None); a peer keeps its own engine."""
+    """The `runtime` embedder of `model` (`DEFAULT_RUNTIME` when None); a peer keeps its own engine.
+
+    AUTO: onnxruntime for a zoo model on the CPU (about a quarter less CPU per face than torch
+    with two evaluation workers side by side: `bench/eval_time.py`), torch on a GPU, and torch
+    with a warning when the export fails."""
+    from .model import FaceModel
     from .peers import Peer
 
     name = DEFAULT_RUNTIME if runtime is None else runtime
-    factory = RUNTIMES.get(name)  # unknown names fail here, listing the known ones
-    return TorchEmbedder(model, device=device) if isinstance(model, Peer) else factory(model, cache_dir, device)
+    if isinstance(model, Peer):
+        return TorchEmbedder(model, device=device)
+    if name != AUTO:
+        return RUNTIMES.get(name)(model, cache_dir, device)  # unknown names fail here, listing the known ones
+    if device != "cpu" or not isinstance(model, FaceModel):
+        return TorchEmbedder(model, device=device)
+    try:
+        return OnnxEmbedder(model, cache_dir, device)
+    except Exception as error:  # noqa: BLE001 - whatever stops the exporter, torch computes the same embeddings
+        warnings.warn(f"{model.name}: no ONNX export ({type(error).__name__}: {str(error)[:300]}); embedding with torch",
+                      RuntimeWarning, stacklevel=2)
+        return TorchEmbedder(model, device=device)
 
 
-def runtime_names():
-    """Registered runtimes, the default first (argparse choices)."""
-    return [DEFAULT_RUNTIME] + [n for n in RUNTIMES if n != DEFAULT_RUNTIME]
+def runtime_names(auto: bool = False):
+    """Registered runtimes, the default first (argparse choices); `auto` puts AUTO in front."""
+    names = [DEFAULT_RUNTIME] + [n for n in RUNTIMES if n != DEFAULT_RUNTIME]
+    return [AUTO] + names if auto else names
