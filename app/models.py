@@ -39,17 +39,19 @@ class ZooEntry:
     config: Dict
     model: Optional[FaceModel] = None
     error: Optional[str] = None
-    embedder: Optional[Embedder] = None  # None: the model itself, in torch
+    embedder: Optional[Embedder] = None  # None: torch, made on first use
     runtime_note: str = ""  # why the embedder is not the set's runtime, when it is not
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """(N,D) L2-normalised embeddings of aligned uint8 crops, computed by the entry's runtime."""
-        return (self.embedder or TorchEmbedder(self.model)).embed(crops)
+        if self.embedder is None:  # made on first use: torch's copy of the model
+            self.embedder = TorchEmbedder(self.model)
+        return self.embedder.embed(crops)
 
     @property
     def served_by(self) -> str:
         """What computes this model's embeddings, in words (shown with every verdict)."""
-        served = (self.embedder or TorchEmbedder(self.model)).served_by
+        served = self.embedder.served_by if self.embedder is not None else TorchEmbedder.describe(self.model)
         return f"{served} ({self.runtime_note})" if self.runtime_note else served
 
     @property
