@@ -157,9 +157,9 @@ def exported_onnx(model: torch.nn.Module, cache_dir=None) -> Path:
 def make_embedder(runtime: Optional[str], model: torch.nn.Module, cache_dir=None, device: str = "cpu") -> Embedder:
     """The `runtime` embedder of `model` (`DEFAULT_RUNTIME` when None); a peer keeps its own engine.
 
-    AUTO: onnxruntime for a zoo model on the CPU (about a quarter less CPU per face than torch
-    with two evaluation workers side by side: `bench/eval_time.py`), torch on a GPU, and torch
-    with a warning when the export fails."""
+    AUTO: onnxruntime for a zoo model on the CPU (MobileFaceNet: 5.6 CPU ms per face against
+    torch's 8.7 at batch 8, `bench/eval_time.py`), torch on a GPU, and torch with a warning when
+    the export fails."""
     from .model import FaceModel
     from .peers import Peer
 
