@@ -62,7 +62,7 @@ def test_runtime_choices_and_what_cannot_run_in_onnx(tmp_path, small_model):
         make_embedder("onnx", small_model, tmp_path, device="cuda")
     peer = zoo.load("peer:sface")
     embedder = make_embedder("onnx", peer, tmp_path)  # not a torch network: its own engine, said so
-    assert isinstance(embedder, TorchEmbedder) and "own engine" in embedder.served_by
+    assert isinstance(embedder, TorchEmbedder) and "own engine" in embedder.served_by and embedder.runtime == "own"
     crops, _ = lfw_identities(1, 2)
     assert np.allclose(pickle.loads(pickle.dumps(embedder)).embed(crops), embedder.embed(crops), atol=1e-6)
     assert not (tmp_path / "onnx").exists()

@@ -40,7 +40,7 @@ EXPORT_VERSION = "3"  # 2: PReLU as relu ops; 3: as depthwise convolutions (zoo.
 class Embedder(ABC):
     """Aligned uint8 crops -> L2-normalised embeddings, whatever computes them."""
 
-    runtime = "base"
+    runtime = "base"  # the name results record: a RUNTIMES name, or "own" for a peer's engine
 
     @property
     @abstractmethod
@@ -62,7 +62,11 @@ class TorchEmbedder(Embedder):
     runtime = "torch"
 
     def __init__(self, model: torch.nn.Module, cache_dir=None, device: str = "cpu"):
+        from .peers import Peer
+
         self.model, self.device = model, device
+        if isinstance(model, Peer):
+            self.runtime = "own"  # dlib, or onnxruntime on the peer's own file: not torch
 
     @property
     def served_by(self) -> str:
