@@ -42,7 +42,10 @@ def tables(results: Path) -> str:
     for name, title in TITLES.items():
         table = results / f"{name}.md"
         if table.is_file():
-            parts.append(f"### {title}\n\n{table.read_text().strip()}\n\nReproduce: `python bench/{name}.py`\n")
+            text = table.read_text().strip()
+            if "Reproduce:" not in text:  # a bench whose command needs options writes its own line
+                text += f"\n\nReproduce: `python bench/{name}.py`"
+            parts.append(f"### {title}\n\n{text}\n")
     return "\n".join(parts)
 
 
