@@ -11,17 +11,21 @@ also gets its policy's own view: the mode the policy picks for face A (argmax, a
 and the drop when each of its patches is greyed alone and when all the patches its mode drops are
 greyed together, so the policy's choice sits beside what each patch is worth to the match.
 
-Speed: a 112 px face with a 16 px patch at stride 8 is 169 copies. They go through a copy of the
-model with every BatchNorm folded into the convolution before it, in batches of 32 (small enough
-to stay in the CPU's cache: 30% less CPU time than 64 on the MobileFaceNet zoo), under
-inference_mode (`bench/occlusion_time.py`).
+Speed: a 112 px face with a 16 px patch at stride 8 is 169 copies. They go in batches of 32
+(small enough to stay in the CPU's cache: 30% less CPU time than 64 on the MobileFaceNet zoo)
+through a copy of the model with every BatchNorm folded into the convolution before it, under
+inference_mode, or through the caller's `embed` (the app passes its runtime's, e.g. onnxruntime,
+a third less CPU); and they are spread over one thread per core (torch and onnxruntime release
+the GIL), since the user waits for this one request (`bench/occlusion_time.py`).
 """
 from __future__ import annotations
 
 import copy
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import plotly.graph_objects as go
@@ -41,6 +45,8 @@ GREY = 128  # the occluder: mid-grey, which the zoo's input scaling maps to abou
 LANDMARK_NAMES = ("left eye", "right eye", "nose", "left mouth corner", "right mouth corner")
 LANDMARK_RADIUS = 16  # half the side of each landmark patch, in pixels at 112
 BATCH_SIZE = 32
+WORKERS = len(os.sched_getaffinity(0))  # threads embedding batches at once: one per core this process may use
+Embed = Callable[[np.ndarray], np.ndarray]  # (N,112,112,3) uint8 crops -> (N,D) embeddings
 Box = Tuple[int, int, int, int]  # half-open (x0, y0, x1, y1) in face pixels
 COLOURS = {"landmark": "#5d6d7e", "kept": "#27ae60", "dropped": "#e74c3c", "mode": "#8e44ad"}
 
@@ -98,11 +104,20 @@ def inference_copy(model):
     return folded
 
 
-def embed_batches(model, faces: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """L2-normalised embeddings of uint8 faces, `batch_size` at a time (a peer embeds any batch)."""
-    preprocess = model.preprocess
-    out = [model.embed(preprocess(faces[i:i + batch_size])).float().numpy() for i in range(0, len(faces), batch_size)]
-    embeddings = np.concatenate(out)
+def torch_embed(model) -> Embed:
+    """`model`'s own preprocessing and embedding as an `Embed` (a peer's are its engine's)."""
+    return lambda faces: model.embed(model.preprocess(faces)).float().numpy()
+
+
+def embed_batches(embed: Embed, faces: np.ndarray, batch_size: int = BATCH_SIZE, workers: int = 1) -> np.ndarray:
+    """L2-normalised embeddings of uint8 faces, `batch_size` at a time, `workers` batches at once."""
+    batches = [faces[i:i + batch_size] for i in range(0, len(faces), batch_size)]
+    if workers > 1 and len(batches) > 1:
+        with ThreadPoolExecutor(min(workers, len(batches))) as pool:
+            out = list(pool.map(embed, batches))
+    else:
+        out = [embed(batch) for batch in batches]
+    embeddings = np.concatenate(out).astype(np.float32, copy=False)
     return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
 
 
@@ -134,8 +149,12 @@ def _policy_greyings(model, face: np.ndarray):
 
 @torch.inference_mode()
 def occlusion_sensitivity(model, face_a: FaceLike, face_b: FaceLike, patch: int = 16, stride: int = 8,
-                          batch_size: int = BATCH_SIZE) -> Occlusion:
-    """Slide a grey `patch` over face A in steps of `stride` and measure the similarity to B."""
+                          batch_size: int = BATCH_SIZE, embed: Optional[Embed] = None,
+                          workers: int = WORKERS) -> Occlusion:
+    """Slide a grey `patch` over face A in steps of `stride` and measure the similarity to B.
+
+    `embed` computes the embeddings (default: `model`'s BatchNorm-folded copy in torch), in
+    `workers` threads; a model that says it is not `thread_safe` (dlib's net) gets one."""
     if not 2 <= patch <= INPUT_SIZE // 2:
         raise ValueError(f"patch must be 2 to {INPUT_SIZE // 2} pixels, got {patch}")
     if not 1 <= stride <= patch:
@@ -147,7 +166,9 @@ def occlusion_sensitivity(model, face_a: FaceLike, face_b: FaceLike, patch: int 
     landmarks = [[box] for box in landmark_boxes().values()]
     decision, policy = _policy_greyings(model, face)
     copies = np.concatenate([np.stack([face, other]), greyed_copies(face, grid + landmarks + policy)])
-    embeddings = embed_batches(inference_copy(model), copies, batch_size)
+    if not getattr(model, "thread_safe", True):
+        workers = 1
+    embeddings = embed_batches(embed or torch_embed(inference_copy(model)), copies, batch_size, workers)
     scores = embeddings @ embeddings[1]  # one product for all, so an unchanged copy drops by exactly 0
     similarity = float(scores[0])
     drops = scores[0] - scores[2:]

