@@ -2,7 +2,7 @@
 
     python app.py                                  # http://127.0.0.1:7860, the embedded zoo
     python app.py --port 8000 --zoo my-checkpoints
-    python app.py --runtime onnx                   # embeddings by onnxruntime (Grad-CAM and maps stay in torch)
+    python app.py --runtime torch                  # embeddings by torch (default auto: onnxruntime on the CPU)
 
 Runs offline on the CPU: no analytics, no share link, no font or script from a CDN; only
 "Pull" in the Zoo tab goes to the network, to one hub the server chooses (--hub-endpoint).
@@ -56,7 +56,7 @@ def aligner_choices():
 def runtime_choices():
     from zoo.runtime import runtime_names
 
-    return runtime_names()
+    return runtime_names(auto=True)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,9 +79,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="leave out the pretrained peers (peer:dlib, peer:sface), which are listed after the zoo "
                              "models as reference points by default")
     parser.add_argument("--runtime", choices=runtime_choices(), default=runtime_choices()[0],
-                        help="what computes the embeddings that Verify and the blur lab compare: torch (default) or "
+                        help="what computes the embeddings that Verify, the blur lab and the occlusion lab compare: "
                              "onnx (onnxruntime on each model's ONNX export, made once and kept in the cache folder, "
-                             "$FACESCOPE_CACHE or cache/); Grad-CAM, the methods' maps and the other analyses use "
+                             "$FACESCOPE_CACHE or cache/; 10-20 s a model the first time), torch, or auto (default: "
+                             "the app starts at once on torch and moves each model to onnxruntime when its export is "
+                             "ready, in the background). Grad-CAM, the methods' maps and the other analyses use "
                              "torch either way, and peers their own engine. The JSON of each verdict says which ran")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: a request is a batch of two faces through small models, "
@@ -111,16 +113,20 @@ def main(argv=None) -> int:
     from app.service import Service
     from app.ui import EXAMPLES, EXAMPLES_DIR, build
     from zoo.data import make_aligner
+    from zoo.runtime import AUTO
 
     service = Service(hub_endpoint=args.hub_endpoint, aligner=make_aligner(args.aligner), peers=not args.no_peers)
     log = logging.getLogger("facescope.app")
     log.info("zoo %s: %s", service.zoo_dir, ", ".join(service.model_names()) or "empty")
-    if args.runtime != runtime_choices()[0]:
-        log.info("runtime %s: exporting each model once (kept for the next start)", args.runtime)
-    service.models.use_runtime(args.runtime)
-    for entry in service.entries():
-        if entry.model is not None:
-            log.info("%s: embeddings by %s", entry.name, entry.served_by)
+    background = args.runtime == AUTO
+    if args.runtime != "torch":
+        log.info("runtime %s: exporting each model once (kept for the next start)%s", args.runtime,
+                 "; serving by torch until each is ready" if background else "")
+    service.models.use_runtime(args.runtime, background=background)
+    if not background:
+        for entry in service.entries():
+            if entry.model is not None:
+                log.info("%s: embeddings by %s", entry.name, entry.served_by)
     first, second, _ = EXAMPLES[0]
     service.warm_up(EXAMPLES_DIR / first, EXAMPLES_DIR / second)
     demo = build(service)

@@ -5,16 +5,19 @@ of a 112 px face are too small to keep two cores busy), so when eight people ver
 faces are best embedded side by side. Each request queues its crops and the models it wants and
 waits; one worker thread takes everything queued so far, runs each model once over the crops of
 every request that named it (under the app's model lock: Grad-CAM hooks into the same models),
-and hands each request its own rows. Nothing waits on purpose: a lone request is embedded at
-once, and requests arriving while a batch runs form the next one.
+and hands each request its own rows. The models of one batch run side by side, one thread per
+core (onnxruntime and torch release the GIL; one model's batch is too small to use two cores).
+Nothing waits on purpose: a lone request is embedded at once, and requests arriving while a
+batch runs form the next one.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Union
 
 import numpy as np
 
@@ -34,6 +37,7 @@ class FaceBatcher:
     def __init__(self, lock: threading.RLock):
         self._lock = lock
         self._queue: "queue.Queue[_Request]" = queue.Queue()
+        self._models = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="face-batcher-model")
         self._worker = threading.Thread(target=self._serve, name="face-batcher", daemon=True)
         self._worker.start()
 
@@ -64,20 +68,26 @@ class FaceBatcher:
             for entry in {id(e): e for e in request.entries}.values():
                 by_entry.setdefault(id(entry), []).append(request)
                 entries[id(entry)] = entry
+
+        def embed(key: int) -> Union[np.ndarray, BaseException]:
+            try:
+                return entries[key].embed(np.concatenate([r.crops for r in by_entry[key]]))
+            except Exception as error:  # reaches only the requests that asked for this model
+                return error
+
+        with self._lock:
+            outcomes = dict(zip(by_entry, self._models.map(embed, by_entry)))
         rows: Dict[tuple, np.ndarray] = {}
         failed: Dict[int, BaseException] = {}
-        with self._lock:
-            for key, users in by_entry.items():
-                try:
-                    embeddings = entries[key].embed(np.concatenate([r.crops for r in users]))
-                except Exception as error:  # reaches only the requests that asked for this model
-                    for request in users:
-                        failed.setdefault(id(request), error)
-                    continue
-                start = 0
+        for key, users in by_entry.items():
+            if isinstance(outcomes[key], BaseException):
                 for request in users:
-                    rows[id(request), key] = embeddings[start:start + len(request.crops)]
-                    start += len(request.crops)
+                    failed.setdefault(id(request), outcomes[key])
+                continue
+            start = 0
+            for request in users:
+                rows[id(request), key] = outcomes[key][start:start + len(request.crops)]
+                start += len(request.crops)
         for request in requests:
             if id(request) in failed:
                 request.result.set_exception(failed[id(request)])

@@ -1,13 +1,17 @@
 """The models the app serves: the local zoo and the pretrained peers, loaded once at start, and
 hub pulls added while it runs; with each model's verdict threshold, listing order and runtime.
 
-The runtime (`python app.py --runtime onnx`, `ModelSet.use_runtime`) computes the embeddings
-that verification and the blur lab compare (`ZooEntry.embed`): torch by default, or onnxruntime
-on each model's ONNX export (`zoo.runtime`, exported once into the cache folder). The analyses
-that need gradients or a model's internals (Grad-CAM, the methods' maps) use the torch model
-whatever the runtime; `ZooEntry.served_by` says what computed a model's embeddings."""
+The runtime (`python app.py --runtime`, `ModelSet.use_runtime`) computes the embeddings that
+verification, the blur lab and the occlusion lab compare (`ZooEntry.embed`): torch, or
+onnxruntime on each model's ONNX export (`zoo.runtime`, exported once into the cache folder);
+`auto`, the app's default, is onnxruntime on the CPU, attached in the background: the app serves
+every model by torch at once and moves each to onnxruntime when its export is ready (10-20 s a
+model the first time, a moment once cached). The analyses that need gradients or a model's
+internals (Grad-CAM, the methods' maps) use the torch model whatever the runtime;
+`ZooEntry.served_by` says what computed a model's embeddings."""
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ from .errors import InputError
 # imported checkpoint not evaluated yet): typical of ArcFace-family embeddings, and always shown
 # marked "uncalibrated", so nobody mistakes it for a measured threshold (see `model_threshold`).
 DEFAULT_THRESHOLD = 0.3
+log = logging.getLogger("facescope.app")
 
 
 @dataclass
@@ -47,6 +52,11 @@ class ZooEntry:
         if self.embedder is None:  # made on first use: torch's copy of the model
             self.embedder = TorchEmbedder(self.model)
         return self.embedder.embed(crops)
+
+    @property
+    def is_peer(self) -> bool:
+        """A pretrained peer: a reference model, offered but not selected by default."""
+        return isinstance(self.model, Peer)
 
     @property
     def served_by(self) -> str:
@@ -138,6 +148,8 @@ class ModelSet:
         if peers:
             local += [peer_entry(name) for name in peer_names()]
         self._entries: Dict[str, ZooEntry] = {entry.name: entry for entry in sorted(local, key=zoo_order)}
+        self.runtime_ready = threading.Event()  # cleared while a background `use_runtime` is attaching
+        self.runtime_ready.set()
 
     def entries(self) -> List[ZooEntry]:
         with self._lock:  # a pull may be adding one
@@ -146,6 +158,12 @@ class ModelSet:
     def names(self) -> List[str]:
         """The usable models, in listing order."""
         return [entry.name for entry in self.entries() if entry.model is not None]
+
+    def default_names(self) -> List[str]:
+        """What the app selects at start: the zoo's models (peers, at 50-100 ms a face on their own
+        engines, are references a user adds), or every usable model when there are only peers."""
+        names = [entry.name for entry in self.entries() if entry.model is not None and not entry.is_peer]
+        return names or self.names()
 
     def select(self, names: Optional[Sequence[str]]) -> List[ZooEntry]:
         """The entries of `names` (all usable models when None), or InputError naming the unknown."""
@@ -166,24 +184,41 @@ class ModelSet:
             raise InputError(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(available)}")
         return [entries[n] for n in dict.fromkeys(names)]
 
-    def use_runtime(self, runtime: str) -> None:
-        """Compute every model's embeddings with `runtime` ("torch" or "onnx"), now and for models
-        pulled later. A model the runtime cannot take (a peer, a failed export) keeps its own
-        engine or torch, and its `served_by` says why."""
+    def use_runtime(self, runtime: str, background: bool = False) -> None:
+        """Compute every model's embeddings with `runtime` (a zoo.runtime name or "auto"), now and
+        for models pulled later. A model the runtime cannot take (a peer, a failed export) keeps its
+        own engine or torch, and its `served_by` says why. `background`: return at once and attach
+        the models one by one in a thread (each serves as before until its turn; `runtime_ready`
+        is set when all are done)."""
         with self._lock:
             self.runtime = runtime
-            for entry in self._entries.values():
+            entries = [entry for entry in self._entries.values() if entry.model is not None]
+        if not background:
+            for entry in entries:
                 self._attach(entry)
+            return
+        self.runtime_ready.clear()
+        threading.Thread(target=self._attach_all, args=(entries,), name="runtime-attach", daemon=True).start()
+
+    def _attach_all(self, entries: Sequence[ZooEntry]) -> None:
+        try:
+            for entry in entries:
+                self._attach(entry)
+                log.info("%s: embeddings by %s", entry.name, entry.served_by)
+        finally:
+            self.runtime_ready.set()
 
     def _attach(self, entry: ZooEntry) -> ZooEntry:
-        """Give a loaded entry the set's runtime (the ONNX export, the first time, takes seconds)."""
+        """Give a loaded entry the set's runtime. The embedder (an ONNX export, the first time, takes
+        seconds) is made outside the lock, so requests go on meanwhile, and swapped in whole."""
         if entry.model is None:
             return entry
         try:
-            entry.embedder, entry.runtime_note = make_embedder(self.runtime, entry.model), ""
+            embedder, note = make_embedder(self.runtime, entry.model), ""
         except Exception as err:  # noqa: BLE001 - any exporter failure: serve the model by torch, and say so
-            entry.embedder = TorchEmbedder(entry.model)
-            entry.runtime_note = f"{self.runtime} failed: {type(err).__name__}: {str(err)[:200]}"
+            embedder, note = TorchEmbedder(entry.model), f"{self.runtime} failed: {type(err).__name__}: {str(err)[:200]}"
+        with self._lock:
+            entry.embedder, entry.runtime_note = embedder, note
         return entry
 
     def pull(self, repo_id: str, revision: Optional[str] = None) -> ZooEntry:
@@ -197,6 +232,7 @@ class ModelSet:
         entry = load_entry(name, folder, f"hub {self.hub_endpoint}: {name} (commit {folder.name})")
         if entry.error is not None:
             raise InputError(f"{name}: pulled, but it is not a usable FaceScope checkpoint: {entry.error}")
+        self._attach(entry)
         with self._lock:
-            self._entries[name] = self._attach(entry)
+            self._entries[name] = entry
         return entry

@@ -54,6 +54,10 @@ class Service:
         pulls in pull order."""
         return self.models.names()
 
+    def default_model_names(self) -> List[str]:
+        """The models selected when the page opens: the zoo's, without the peers (`ModelSet.default_names`)."""
+        return self.models.default_names()
+
     def entries(self) -> List[ZooEntry]:
         return self.models.entries()
 

@@ -136,7 +136,7 @@ def build(service: Service) -> gr.Blocks:
         photos, numbers = [c[0] for c in columns], [c[1] for c in columns]
         gr.Examples([[str(EXAMPLES_DIR / a), str(EXAMPLES_DIR / b)] for a, b, _ in EXAMPLES], inputs=photos,
                     example_labels=[text for _, _, text in EXAMPLES], label="bundled photos")
-        model_choice = gr.Dropdown(names, value=names, multiselect=True, allow_custom_value=True,
+        model_choice = gr.Dropdown(names, value=service.default_model_names(), multiselect=True, allow_custom_value=True,
                                    label="models to compare", elem_id="models")
         pair_inputs = [photos[0], photos[1], numbers[0], numbers[1]]
         with gr.Tabs():

@@ -2,8 +2,9 @@
 
 Starts `python app.py` on the zoo (default: the embedded zoo) unless --url names a running
 app, then through gradio_client: warm-up calls, then --calls timed /verify calls on two
-bundled photos with all the app's models. The client-side time is what a user of the API
-waits: uploading both photos, the queue, detection (cached by photo content after the
+bundled photos with the app's default models (the zoo's; its peers are left out), once its
+default runtime serves them all (onnxruntime, attached in the background at start). The
+client-side time is what a user of the API waits: uploading both photos, the queue, detection (cached by photo content after the
 first call), every model, and the results. The app's own time for detection and models is
 reported beside it. Then one call per other bundled photo, never seen before, so its
 detection is paid (the CFP profile needs the slower CNN detector). The CPU may be shared:
@@ -17,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+from bench.app_client import GradioHttp, app_server, wait_for_runtime, zoo_models
 from bench.common import write_results
 from zoo.tables import markdown_table
 
@@ -37,35 +33,6 @@ EXAMPLES = ROOT / "app" / "examples"
 PHOTOS = (EXAMPLES / "leonardo_dicaprio_1.jpg", EXAMPLES / "leonardo_dicaprio_2.jpg")
 NEW_PHOTOS = tuple(sorted(set(EXAMPLES.glob("*.jpg")) - set(PHOTOS)))
 TARGET_SECONDS = 1.0
-
-
-@contextmanager
-def app_server(url: Optional[str], zoo: Optional[Path], timeout: float = 600) -> Iterator[str]:
-    """`url` as is, or a fresh `python app.py` on a free port (stopped afterwards)."""
-    if url:
-        yield url
-        return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, str(ROOT / "app.py"), "--port", str(port)] + (["--zoo", str(zoo)] if zoo else [])
-    log = tempfile.NamedTemporaryFile("w+", prefix="facescope-app-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"app.py did not start (log: {log.name}):\n{Path(log.name).read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                time.sleep(1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def main(argv=None) -> int:
@@ -77,12 +44,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from gradio_client import Client, handle_file
 
-    with app_server(args.url, args.zoo) as url:
-        client = Client(url, verbose=False)
-        table = client.predict(api_name="/zoo_list")
-        models = [row[table["headers"].index("model")] for row in table["data"]]
+    with app_server(args.url, args.zoo) as app:
+        probe = GradioHttp(app.url)
+        models = zoo_models(probe)  # the app's default selection: the zoo, without the peers
         if not models:
-            raise SystemExit(f"the app at {url} has no models")
+            raise SystemExit(f"the app at {app.url} has no models")
+        if app.pid is not None:  # its default runtime attaches onnxruntime in the background
+            wait_for_runtime(probe, PHOTOS, models)
+        client = Client(app.url, verbose=False)
 
         def call(second: Path = PHOTOS[1]) -> float:
             result = client.predict(handle_file(PHOTOS[0]), handle_file(second), 1, 1, models, api_name="/verify")
@@ -101,7 +70,7 @@ def main(argv=None) -> int:
             call(photo)
             first_calls[photo.name] = round(time.perf_counter() - start, 4)
     wall_s, server_s = np.array(wall), np.array(server)
-    record = {"url": url if args.url else "started by the benchmark",
+    record = {"url": app.url if args.url else "started by the benchmark",
               "app_torch_threads": "as started" if args.url else "1 (app.py's default)",
               "models": models, "calls": args.calls,
               "warmup_calls": args.warmup, "photos": [p.name for p in PHOTOS],

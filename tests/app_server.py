@@ -107,6 +107,10 @@ def running_app(zoo_dir: Path, scratch: Path, env: Dict[str, str], args: List[st
     `as_a_space`: started the way a Hugging Face Space starts it, bare `python app.py` with the
     address, port and zoo in environment variables."""
     port = free_port()
+    if not as_a_space and "--runtime" not in args:
+        # torch unless a test asks: the default (auto) would move models to onnxruntime mid-test as
+        # their exports land, and spend a core exporting (test_app_runtime.py tests both others).
+        args = [*args, "--runtime", "torch"]
     log_path = scratch / "app.log"
     environment = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     environment.update({"HF_HUB_CACHE": str(scratch / "hf-cache"), "GRADIO_TEMP_DIR": str(scratch / "gradio"),

@@ -56,3 +56,22 @@ def test_the_app_verifies_with_onnxruntime_to_torchs_similarities(zoo_dir, tmp_p
     log = (tmp_path / "app.log").read_text()
     assert all(f"{name}: embeddings by onnxruntime" in log for name in MODELS)
     assert len(list((cache / "onnx").glob("*.onnx"))) == 2  # one export per network, in the cache folder
+
+
+def test_auto_serves_at_once_and_moves_each_model_to_onnxruntime_in_the_background(zoo_dir, tmp_path, monkeypatch):
+    """The app's default runtime: requests are served by torch while each model is exported, then
+    by onnxruntime to torch's similarities; peers are offered but not selected by default."""
+    monkeypatch.setenv("FACESCOPE_CACHE", str(tmp_path / "cache"))  # nothing exported yet
+    service = Service(zoo_dir=zoo_dir)
+    assert service.model_names() == MODELS + ["peer:dlib", "peer:sface"] and service.default_model_names() == MODELS
+    before = {v.model: v for v in service.verify(SAME_A, SAME_B, MODELS).verdicts}
+    service.models.use_runtime("auto", background=True)
+    assert not service.models.runtime_ready.is_set()  # the first export takes seconds
+    meanwhile = service.verify(SAME_A, SAME_B, MODELS).verdicts  # served by whichever is attached
+    assert all(v.similarity == pytest.approx(before[v.model].similarity, abs=SIMILARITY_TOLERANCE) for v in meanwhile)
+    assert service.models.runtime_ready.wait(timeout=600)
+    after = service.verify(SAME_A, SAME_B, MODELS + ["peer:sface"]).verdicts
+    for verdict in after[:len(MODELS)]:
+        assert before[verdict.model].runtime == "torch (cpu)" and verdict.runtime.startswith("onnxruntime (")
+        assert verdict.similarity == pytest.approx(before[verdict.model].similarity, abs=SIMILARITY_TOLERANCE)
+    assert after[-1].runtime == "its own engine (a pretrained peer)"
