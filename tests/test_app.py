@@ -188,6 +188,24 @@ def test_explain_every_model(client, models, zoo_dir):
         assert data["detail_model"] == model and figure["type"] == "plotly"
 
 
+def test_the_benchmarks_http_client_gets_what_gradio_client_gets(client, models):
+    """bench/app_client.py speaks the app's HTTP API as a remote script does: the verdicts
+    gradio_client gets, the page's default selection (the zoo, without the peers), and the app's
+    own error message."""
+    from bench.app_client import GradioHttp, zoo_models
+
+    http = GradioHttp(client.src)
+    assert zoo_models(http) == [m for m in models if not m.startswith("peer:")] != models
+    assert zoo_models(http, peers=True) == models
+    ours = http.verify(SAME_A, SAME_B, models[:2])["models"]
+    theirs = verify(client, SAME_A, SAME_B, models[:2])[0]["models"]
+    assert [(m["model"], m["similarity"], m["same"]) for m in ours] == [(m["model"], m["similarity"], m["same"])
+                                                                          for m in theirs]
+    with pytest.raises(RuntimeError, match="unknown model"):
+        http.verify(SAME_A, SAME_B, ["no-such-model"])
+    http.close()
+
+
 def test_pretrained_peers_are_reference_models(client, models):
     """peer:dlib and peer:sface are listed after the zoo models, judge pairs at their own measured
     threshold, place photos among the gallery, and say why they have nothing to explain."""
