@@ -19,7 +19,8 @@ backbone's: SRANet's forward FLOPs over the backbone's (torch.utils.flop_counter
 and matrix products); for SCAN 1 + F_sac / 3F, F the forward FLOPs, F_sac those of the scale
 attention convs: a plain step does about three forwards' arithmetic (forward, input and weight
 gradients) and SCAN one weight gradient more per scale attention conv (the flop counter itself
-miscounts the backward of depthwise convs). Writes bench/results/method_cost.{json,md}.
+miscounts the backward of depthwise convs); with the option rmo_kernels='layer' (RMO trains k_s
+and k_i alike) SCAN's backward is a plain conv's, floor 1. Writes bench/results/method_cost.{json,md}.
 
     python bench/method_cost.py
     python bench/method_cost.py --rounds 2 --skip-paper-size --training-steps 1    # a quick look
@@ -68,6 +69,12 @@ SCAN_PAIRS = {
                                                ("scan", ["model.name='scan-ir18'", *SMALL_IR18])),
     "mobilefacenet x1.0 (the zoo's fine-tuning)": (("finetune", ["model.name='mobilefacenet'"]),
                                                    ("finetune", ["model.name='scan-mobilefacenet'"])),
+    "ir18 x0.25, GDC, RMO training k_s and k_i (rmo_kernels='layer')": (
+        ("baseline", ["model.name='ir18'", *SMALL_IR18]),
+        ("scan", ["model.name='scan-ir18'", *SMALL_IR18, "model.rmo_kernels='layer'"])),
+    "mobilefacenet x1.0, RMO training k_s and k_i (rmo_kernels='layer')": (
+        ("finetune", ["model.name='mobilefacenet'"]),
+        ("finetune", ["model.name='scan-mobilefacenet'", "model.rmo_kernels='layer'"])),
 }
 
 
@@ -96,7 +103,10 @@ def flops(run: Callable[[], object]) -> int:
 
 
 def scan_floor(model: zoo.FaceModel) -> float:
-    """1 + F_sac / 3F for a SCAN model (see the module docstring)."""
+    """1 + F_sac / 3F for a SCAN model (see the module docstring); 1 when RMO trains the whole
+    kernel (rmo_kernels='layer': no extra weight gradient)."""
+    if model.options.get("rmo_kernels") == "layer":
+        return 1.0
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(torch.zeros(1, 3, 112, 112))
     counts, prefix = counter.get_flop_counts(), type(model).__name__

@@ -36,7 +36,8 @@ def reference_forward(layer, x):
     kernel = scale if layer.shortcut_weight is None else scale + layer.shortcut_weight
     out = F.conv2d(x, kernel, stride=layer.stride, padding=1, groups=layer.groups)
     if layer.training and layer.rmo and torch.is_grad_enabled():
-        local = ReferenceWeightOnlyConvGrad.apply(out.detach(), x.detach(), scale, layer.stride, layer.groups)
+        trained = kernel if layer.rmo_kernels == "layer" else scale  # what RMO's gradient reaches
+        local = ReferenceWeightOnlyConvGrad.apply(out.detach(), x.detach(), trained, layer.stride, layer.groups)
         norms = local.flatten(1).norm(dim=1)
         layer.rmo_loss = torch.exp(-layer.rmo_lambda * norms / (out.shape[-2] * out.shape[-1])).mean()
     else:
@@ -180,6 +181,13 @@ def test_rmo_gradient_stays_in_its_layer_and_reaches_k_and_t_only():
     assert second.weight.grad.abs().sum() > 0
     assert second.shortcut_weight.grad is None  # k_i is trained by the recognition loss only
 
+    whole = ScaleAttentionConv2d(8, 8, rmo_kernels="layer").train()  # the option: RMO trains k_s and k_i
+    whole(first(x))
+    whole.rmo_loss.backward()
+    assert x.grad is None and whole.shortcut_weight.grad.abs().sum() > 0 and whole.t.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="rmo_kernels must be one of"):
+        ScaleAttentionConv2d(8, 8, rmo_kernels="input")
+
 
 @pytest.mark.parametrize("shortcut", [True, False])
 def test_rmo_matches_a_reference_on_a_detached_input(shortcut):
@@ -306,11 +314,15 @@ def test_init_from_refuses_another_architecture(faces):
 @pytest.mark.parametrize("in_channels, out_channels, stride, groups, shortcut", [
     (3, 8, 1, 1, True), (8, 16, 2, 1, True), (8, 8, 1, 8, True), (8, 16, 2, 2, True), (8, 8, 1, 1, False)])
 @pytest.mark.parametrize("losses", ["both", "recognition", "rmo"])
-def test_fused_training_conv_equals_the_reference(in_channels, out_channels, stride, groups, shortcut, losses):
+@pytest.mark.parametrize("rmo_kernels", ["scale", "layer"])
+def test_fused_training_conv_equals_the_reference(in_channels, out_channels, stride, groups, shortcut, losses,
+                                                  rmo_kernels):
     """Output, L_scale and every gradient (input, k, t, k_i) as the two-pass formulation gives them,
-    for full, strided, grouped and depthwise convs, with the recognition loss, RMO or both."""
+    for full, strided, grouped and depthwise convs, with the recognition loss, RMO or both, RMO
+    training k_s alone or k_s and k_i."""
     torch.manual_seed(0)
-    layer = ScaleAttentionConv2d(in_channels, out_channels, stride, groups, shortcut=shortcut, rmo_lambda=0.5).train()
+    layer = ScaleAttentionConv2d(in_channels, out_channels, stride, groups, shortcut=shortcut, rmo_lambda=0.5,
+                                 rmo_kernels=rmo_kernels).train()
     with torch.no_grad():
         layer.t.uniform_(0.3, 2.0)
     x = torch.randn(3, in_channels, 12, 12, requires_grad=True)

@@ -24,10 +24,18 @@ gradient reaches only that layer's scale kernel k_s, i.e. its k and t (supplemen
 gradients with respect to k_s are derived from the combination of RMO and recognition
 loss"), never the layer input nor the shortcut kernel k_i, which the recognition loss alone
 trains. In training the conv and its L_scale are one autograd node (`_ScaleAttentionConv`)
-that hands RMO's gradient to k_s in its backward. That costs one weight-gradient contraction
-more than a plain conv, and no formulation with exact gradients avoids it: k_i's gradient
-(recognition only) and k_s's (recognition + RMO) are two different contractions of the same
-input, each as large as a plain conv's weight gradient.
+that hands RMO's gradient to k_s in its backward. With LSC that costs one weight-gradient
+contraction more than a plain conv, and no formulation with exact gradients avoids it: k_i's
+gradient (recognition only) and k_s's (recognition + RMO) are two different contractions of
+the same input, each as large as a plain conv's weight gradient. The option `rmo_kernels`
+says which kernels RMO trains:
+- "scale" (default): k_s only, as above (Fig. 8). Training costs about 1.33x a plain ir18's.
+- "layer": k_s and k_i, the layer's whole kernel k_u = k_s + k_i (still never the input, so
+  RMO stays in its layer). Then both kernels take one gradient, recognition + RMO, and the
+  backward is a plain conv's: the input's gradient and one weight gradient. A speed option
+  (`bench/method_cost.py`); it also pushes the local shortcut to raise the layer's response,
+  which the paper does not describe.
+Without LSC the two readings coincide and cost a plain conv's backward.
 
 For inference `fold()` merges k_s + k_i into one plain conv: the result is the plain
 backbone (same parameter count and layers) plus each layer's t kept in the config, which
@@ -52,6 +60,7 @@ from ..model import METHODS, Explanation, FaceModel, ModelConfig, build, check_i
 
 GAUSSIAN_SIZE = 5
 GAUSSIAN_NORMS = ("eq2", "sum")
+RMO_KERNELS = ("scale", "layer")  # which kernels RMO's gradient trains (module docstring)
 
 
 def gaussian_kernels(t: torch.Tensor, norm: str = "eq2") -> torch.Tensor:
@@ -101,23 +110,24 @@ def scale_operator(t: torch.Tensor, norm: str = "eq2") -> torch.Tensor:
 class _ScaleAttentionConv(torch.autograd.Function):
     """f_out = (k_s + k_i) (*) f_in and RMO's L_scale of f_out, as one autograd node.
 
-    Backward keeps the recognition gradient g and RMO's r = dL_scale/df_out apart: f_in's and
-    k_i's gradients come from g alone, k_s's from g + r. One convolution backward gives f_in's
-    gradient and the weight gradient of g (k_i's, and k_s's share of it); r's weight gradient
-    is the one more contraction RMO costs: k_i's and k_s's gradients are two different
-    contractions of the same f_in, which no single pass of the same width can give (stacking g
-    and g + r as a convolution twice as wide costs as much, and a grouped one far more). r is a
-    per-face multiple of f_out, so f_in, the kernel and f_out are all this node keeps.
+    Backward keeps the recognition gradient g and RMO's r = dL_scale/df_out apart: f_in's
+    gradient comes from g alone, k_s's from g + r, and k_i's from g alone ("scale") or from
+    g + r ("layer"). When every kernel takes g + r, one weight-gradient contraction of g + r
+    serves them all, as in a plain conv's backward; when k_i takes g alone, r's weight gradient
+    is one contraction more: two different contractions of the same f_in, which no single pass
+    of the same width can give (stacking g and g + r as a convolution twice as wide costs as
+    much, and a grouped one far more). r is a per-face multiple of f_out, so f_in, the kernel
+    and f_out are all this node keeps.
     """
 
     @staticmethod
-    def forward(ctx, inputs, scale, shortcut, stride, groups, rmo_lambda):
+    def forward(ctx, inputs, scale, shortcut, stride, groups, rmo_lambda, rmo_to_shortcut):
         kernel = scale if shortcut is None else scale + shortcut
         out = F.conv2d(inputs, kernel, stride=stride, padding=1, groups=groups)
         norms = out.flatten(1).to(torch.promote_types(out.dtype, torch.float32)).norm(dim=1)
         losses = torch.exp(-rmo_lambda * norms / (out.shape[-2] * out.shape[-1]))
         ctx.save_for_backward(inputs, kernel, out, norms, losses)
-        ctx.stride, ctx.groups, ctx.rmo_lambda = stride, groups, rmo_lambda
+        ctx.stride, ctx.groups, ctx.rmo_lambda, ctx.rmo_to_shortcut = stride, groups, rmo_lambda, rmo_to_shortcut
         ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None and costs nothing
         return out, losses.mean()
 
@@ -134,18 +144,26 @@ class _ScaleAttentionConv(torch.autograd.Function):
             return torch.ops.aten.convolution_backward(grad, inputs, kernel, None, [ctx.stride] * 2, [1, 1], [1, 1],
                                                        False, [0, 0], ctx.groups, output_mask)[:2]
 
-        grad_inputs = grad_kernel = None
-        if grad_out is not None:
-            grad_inputs, grad_kernel = convolution_backward(grad_out, [needs_input, needs_scale or needs_shortcut, False])
-        grad_scale = grad_kernel if needs_scale else None
-        if grad_rmo is not None and needs_scale:
+        rmo = None  # r: RMO's gradient with respect to f_out, when a kernel takes it
+        if grad_rmo is not None and (needs_scale or (ctx.rmo_to_shortcut and needs_shortcut)):
             # d mean_n exp(-lambda |out_n| / HW) / d out_n = -lambda / (N HW) L_n out_n / |out_n|; 0 where out_n = 0
             faces, area = len(out), out.shape[-2] * out.shape[-1]
             coefficient = torch.where(norms > 0, grad_rmo * -ctx.rmo_lambda * losses / (faces * area * norms), 0.0)
-            grad_rmo_scale = convolution_backward(out * coefficient.to(out.dtype).view(-1, 1, 1, 1),
-                                                  [False, True, False])[1]
-            grad_scale = grad_rmo_scale if grad_scale is None else grad_scale + grad_rmo_scale
-        return grad_inputs, grad_scale, grad_kernel if needs_shortcut else None, None, None, None
+            rmo = out * coefficient.to(out.dtype).view(-1, 1, 1, 1)
+        split = rmo is not None and needs_shortcut and not ctx.rmo_to_shortcut  # k_i takes g alone
+        grad_inputs = grad_recognition = None
+        if grad_out is not None and (rmo is None or split):
+            grad_inputs, grad_recognition = convolution_backward(grad_out, [needs_input, needs_scale or needs_shortcut,
+                                                                            False])
+        elif grad_out is not None and needs_input:
+            grad_inputs = convolution_backward(grad_out, [True, False, False])[0]
+        grad_both = grad_recognition  # the weight gradient of g + r
+        if rmo is not None:
+            extra = convolution_backward(rmo if split or grad_out is None else grad_out + rmo, [False, True, False])[1]
+            grad_both = extra if grad_recognition is None or not split else grad_recognition + extra
+        grad_scale = grad_both if needs_scale else None
+        grad_shortcut = (grad_recognition if split else grad_both) if needs_shortcut else None
+        return grad_inputs, grad_scale, grad_shortcut, None, None, None, None
 
 
 class ScaleAttentionConv2d(nn.Module):
@@ -153,10 +171,13 @@ class ScaleAttentionConv2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, groups: int = 1,
                  shortcut: bool = True, rmo: bool = True, rmo_lambda: float = 1.0,
-                 t_init: float = 1.0, t_min: float = 1e-4, gaussian_norm: str = "eq2"):
+                 t_init: float = 1.0, t_min: float = 1e-4, gaussian_norm: str = "eq2", rmo_kernels: str = "scale"):
         super().__init__()
         if gaussian_norm not in GAUSSIAN_NORMS:
             raise ValueError(f"gaussian_norm must be one of {GAUSSIAN_NORMS}, got {gaussian_norm!r}")
+        if rmo_kernels not in RMO_KERNELS:
+            raise ValueError(f"rmo_kernels must be one of {RMO_KERNELS}, got {rmo_kernels!r}")
+        self.rmo_kernels = rmo_kernels
         self.stride, self.groups = stride, groups
         self.rmo, self.rmo_lambda, self.t_min = rmo, rmo_lambda, t_min
         self.gaussian_norm = gaussian_norm
@@ -185,9 +206,9 @@ class ScaleAttentionConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.rmo and torch.is_grad_enabled():
-            # d L_scale / d k_u is handed to k_s only: k_i stays out of RMO (supplement Fig. 8).
+            # d L_scale / d k_u is handed to k_s only (supplement Fig. 8), or also to k_i ("layer").
             out, self.rmo_loss = _ScaleAttentionConv.apply(x, self.scale_kernel(), self.shortcut_weight, self.stride,
-                                                           self.groups, self.rmo_lambda)
+                                                           self.groups, self.rmo_lambda, self.rmo_kernels == "layer")
             return out
         self.rmo_loss = None
         return F.conv2d(x, self.merged_kernel(), stride=self.stride, padding=1, groups=self.groups)
@@ -222,7 +243,7 @@ class ScaleAttentionConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, stride={self.stride}, "
                 f"groups={self.groups}, shortcut={self.shortcut_weight is not None}, rmo={self.rmo}, "
-                f"gaussian_norm={self.gaussian_norm!r}")
+                f"gaussian_norm={self.gaussian_norm!r}, rmo_kernels={self.rmo_kernels!r}")
 
 
 def scale_map(response: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -274,19 +295,21 @@ class ScanModel(_ScaleMapMixin, FaceModel):
     """Any backbone with every 3x3 conv (stem included) replaced by a ScaleAttentionConv2d.
 
     Options give the paper's ablation rows: `shortcut` (LSC) and `rmo` on/off; `rmo_lambda`
-    (lambda, 1), `t_init` (1), `t_min` (the clamp keeping t positive) and `gaussian_norm`
-    ("eq2", Eq. 2's 1/(2 pi t); "sum": normalised to sum 1; see the module docstring).
+    (lambda, 1), `t_init` (1), `t_min` (the clamp keeping t positive), `gaussian_norm`
+    ("eq2", Eq. 2's 1/(2 pi t); "sum": normalised to sum 1) and `rmo_kernels` ("scale": RMO
+    trains k_s only; "layer": k_s and k_i, at a plain conv's backward cost; module docstring).
     """
 
     method = "scan"
     default_options = {"shortcut": True, "rmo": True, "rmo_lambda": 1.0, "t_init": 1.0, "t_min": 1e-4,
-                       "gaussian_norm": "eq2"}
+                       "gaussian_norm": "eq2", "rmo_kernels": "scale"}
     record_keys = {"t-density": "scan_t"}
 
     def __init__(self, config: ModelConfig):
-        norm = {**self.default_options, **config.options}["gaussian_norm"]
-        if norm not in GAUSSIAN_NORMS:
-            raise ValueError(f"{config.name}: gaussian_norm must be one of {GAUSSIAN_NORMS}, got {norm!r}")
+        options = {**self.default_options, **config.options}
+        for key, allowed in (("gaussian_norm", GAUSSIAN_NORMS), ("rmo_kernels", RMO_KERNELS)):
+            if options[key] not in allowed:
+                raise ValueError(f"{config.name}: {key} must be one of {allowed}, got {options[key]!r}")
         super().__init__(config)
 
     def conv3x3_factory(self):
