@@ -284,12 +284,14 @@ def test_fast_formulation_equals_the_reference(name, options, faces):
         assert torch.allclose(model(batch), expected, atol=tolerance)
         assert torch.allclose(model(batch.contiguous(memory_format=torch.channels_last)), expected, atol=tolerance)
     explanation = model.explain(batch)
+    # Probabilities: the projections run as matrix products here and as 1x1 convs in the reference,
+    # and the live attention's large logits turn their float rounding into up to ~6e-5 after 8 blocks.
     for i, (channel_attention, spatial_attention) in enumerate(kept):
         if channel_attention is not None:
-            assert torch.allclose(explanation.values[f"channel_attention/block{i}"], channel_attention, atol=1e-6)
+            assert torch.allclose(explanation.values[f"channel_attention/block{i}"], channel_attention, atol=2e-4)
         if spatial_attention is not None and f"spatial_attention_matrix/block{i}" in explanation.values:
             assert torch.allclose(explanation.values[f"spatial_attention_matrix/block{i}"],
-                                  spatial_attention.flatten(3).flatten(1, 2), atol=1e-6)
+                                  spatial_attention.flatten(3).flatten(1, 2), atol=2e-4)
     model.double().train()
     outputs, gradients = [], []
     for forward in (model, lambda images: reference_forward(model, images)):
@@ -301,8 +303,11 @@ def test_fast_formulation_equals_the_reference(name, options, faces):
     assert torch.allclose(*outputs, atol=1e-10)
     fast, reference = gradients
     assert fast.keys() == reference.keys() and any(k.startswith("attention.") for k in fast)
+    # Relative to each tensor's own scale, with a floor at the model's: a gradient that is zero in
+    # exact arithmetic (a value bias that train-mode BatchNorm removes) is float64 rounding on both.
+    floor = 1e-10 * max(grad.abs().max().item() for grad in reference.values())
     for key, grad in reference.items():
-        assert torch.allclose(fast[key], grad, atol=1e-9 * grad.abs().max().item() + 1e-12), key
+        assert torch.allclose(fast[key], grad, atol=1e-9 * grad.abs().max().item() + floor), key
 
 
 def test_embedded_checkpoint_loads_strictly_and_embeds_as_the_reference(faces):

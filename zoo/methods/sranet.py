@@ -134,14 +134,18 @@ class _SelfAttention(nn.Module):
         self.bn = zero_init_bn(channels)
 
     def project(self, x: torch.Tensor, *names: str) -> torch.Tensor:
-        """The 1x1 convs `names` as one conv with their kernels stacked, so x is read once."""
+        """The 1x1 convs `names` of a channels_last x as (N, HW, c) tokens: one matrix product of
+        x's tokens with their kernels stacked, so x is read once (a 1x1 conv is a product; as one,
+        it takes the BLAS path, where torch's CPU conv took its slow generic one)."""
         convs = [getattr(self, name) for name in names]
-        return F.conv2d(x, torch.cat([conv.weight for conv in convs]), torch.cat([conv.bias for conv in convs]))
+        return F.linear(tokens(x), torch.cat([conv.weight.flatten(1) for conv in convs]),
+                        torch.cat([conv.bias for conv in convs]))
 
     def pooled_projections(self, x: torch.Tensor, *names: str) -> Tuple[torch.Tensor, ...]:
         """The projections `names` reduced by the variant's pooling (one pooling serves them all),
         a (N, c, h', w') map each."""
-        pooled = reduce_spatial(self.project(x, *names), self.variant, self.pool_size)
+        projected = from_tokens(self.project(x, *names), *x.shape[-2:])
+        pooled = reduce_spatial(projected, self.variant, self.pool_size)
         return pooled.split([getattr(self, name).out_channels for name in names], dim=1)
 
     def residual(self, x: torch.Tensor, refined: torch.Tensor) -> torch.Tensor:
@@ -159,7 +163,7 @@ class SelfChannelAttention(_SelfAttention):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         theta, phi = map(tokens, self.pooled_projections(x, "theta", "phi"))  # (N, K, C), (N, K, C/2)
         attention = torch.softmax(theta.transpose(1, 2) @ phi, dim=-1)  # (N, C, C/2)
-        refined = tokens(self.rho(x)) @ attention.transpose(1, 2)  # (N, HW, C)
+        refined = self.project(x, "rho") @ attention.transpose(1, 2)  # (N, HW, C)
         return self.residual(x, refined), attention
 
 
@@ -173,7 +177,7 @@ class SelfSpatialAttention(_SelfAttention):
     def forward(self, x: torch.Tensor, keep_attention: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         n, _, h, w = x.shape
         keys, values = self.pooled_projections(x, "theta", "rho")  # (N, C/r, h', w'), (N, C, h', w')
-        queries = tokens(self.phi(x))  # (N, HW, C/r)
+        queries = self.project(x, "phi")  # (N, HW, C/r)
         refined, attention = attend(queries, tokens(keys), tokens(values), keep_attention)  # (N, HW, C), (N, HW, K)
         if attention is not None:
             attention = attention.view(n, h, w, *keys.shape[-2:])
