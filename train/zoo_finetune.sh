@@ -27,7 +27,7 @@ evaluate() {  # NAME: evaluate a local zoo model into runs/NAME/eval{,-lowres}.j
   local run=(python -m zoo.evaluate --model "$1" --aligner yunet --quiet)
   [ -f "runs/$1/eval-lowres.json" ] || OMP_NUM_THREADS=1 "${run[@]}" --protocol lfw-view1 --blur "" --lowres 28 \
     --out "runs/$1/eval-lowres.json"
-  [ -f "runs/$1/eval.json" ] || OMP_NUM_THREADS=1 "${run[@]}" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 \
+  [ -f "runs/$1/eval.json" ] || OMP_NUM_THREADS=1 "${run[@]}" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 --pairs \
     --out "runs/$1/eval.json"
 }
 EVALS() { echo --eval "runs/$1/eval.json" --eval "runs/$1/eval-lowres.json"; }
