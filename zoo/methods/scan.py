@@ -124,7 +124,9 @@ class _ScaleAttentionConv(torch.autograd.Function):
     def forward(ctx, inputs, scale, shortcut, stride, groups, rmo_lambda, rmo_to_shortcut):
         kernel = scale if shortcut is None else scale + shortcut
         out = F.conv2d(inputs, kernel, stride=stride, padding=1, groups=groups)
-        norms = out.flatten(1).to(torch.promote_types(out.dtype, torch.float32)).norm(dim=1)
+        # Over (C, H, W) in place: flattening a channels_last map (the engine's uint8 NHWC images
+        # arrive so) would copy it.
+        norms = torch.linalg.vector_norm(out, dim=(1, 2, 3), dtype=torch.promote_types(out.dtype, torch.float32))
         losses = torch.exp(-rmo_lambda * norms / (out.shape[-2] * out.shape[-1]))
         ctx.save_for_backward(inputs, kernel, out, norms, losses)
         ctx.stride, ctx.groups, ctx.rmo_lambda, ctx.rmo_to_shortcut = stride, groups, rmo_lambda, rmo_to_shortcut
@@ -144,22 +146,23 @@ class _ScaleAttentionConv(torch.autograd.Function):
             return torch.ops.aten.convolution_backward(grad, inputs, kernel, None, [ctx.stride] * 2, [1, 1], [1, 1],
                                                        False, [0, 0], ctx.groups, output_mask)[:2]
 
-        rmo = None  # r: RMO's gradient with respect to f_out, when a kernel takes it
+        coefficient = None  # r = coefficient * f_out, RMO's gradient with respect to f_out, when a kernel takes it
         if grad_rmo is not None and (needs_scale or (ctx.rmo_to_shortcut and needs_shortcut)):
             # d mean_n exp(-lambda |out_n| / HW) / d out_n = -lambda / (N HW) L_n out_n / |out_n|; 0 where out_n = 0
             faces, area = len(out), out.shape[-2] * out.shape[-1]
             coefficient = torch.where(norms > 0, grad_rmo * -ctx.rmo_lambda * losses / (faces * area * norms), 0.0)
-            rmo = out * coefficient.to(out.dtype).view(-1, 1, 1, 1)
-        split = rmo is not None and needs_shortcut and not ctx.rmo_to_shortcut  # k_i takes g alone
+            coefficient = coefficient.to(out.dtype).view(-1, 1, 1, 1)
+        split = coefficient is not None and needs_shortcut and not ctx.rmo_to_shortcut  # k_i takes g alone
         grad_inputs = grad_recognition = None
-        if grad_out is not None and (rmo is None or split):
+        if grad_out is not None and (coefficient is None or split):
             grad_inputs, grad_recognition = convolution_backward(grad_out, [needs_input, needs_scale or needs_shortcut,
                                                                             False])
         elif grad_out is not None and needs_input:
             grad_inputs = convolution_backward(grad_out, [True, False, False])[0]
         grad_both = grad_recognition  # the weight gradient of g + r
-        if rmo is not None:
-            extra = convolution_backward(rmo if split or grad_out is None else grad_out + rmo, [False, True, False])[1]
+        if coefficient is not None:
+            rmo = out * coefficient if split or grad_out is None else torch.addcmul(grad_out, out, coefficient)
+            extra = convolution_backward(rmo, [False, True, False])[1]
             grad_both = extra if grad_recognition is None or not split else grad_recognition + extra
         grad_scale = grad_both if needs_scale else None
         grad_shortcut = (grad_recognition if split else grad_both) if needs_shortcut else None
