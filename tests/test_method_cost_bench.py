@@ -28,7 +28,10 @@ def test_method_cost_bench_small(tmp_path):
     assert all(row["ratio"] > 0 and row["flop_floor"] > 1 for row in inference)
     training = payload["scan_training"]
     assert [(row["plain"], row["scan"]) for row in training] == [("ir18", "scan-ir18"),
-                                                                 ("mobilefacenet", "scan-mobilefacenet")]
-    assert all(row["scan_images_per_cpu_s"] > 0 and row["flop_floor"] > 1 for row in training)
+                                                                 ("mobilefacenet", "scan-mobilefacenet")] * 2
+    assert all(row["scan_images_per_cpu_s"] > 0 for row in training)
+    # RMO on k_s alone costs a weight gradient more per layer; on the whole kernel, none
+    assert [row["flop_floor"] > 1 for row in training] == [True, True, False, False]
+    assert all("rmo_kernels='layer'" in row["pair"] for row in training[2:])
     table = (tmp_path / "method_cost.md").read_text()
     assert table.startswith("Measured ") and "SRANet / plain" in table and "SCAN / plain images/s" in table
