@@ -122,11 +122,7 @@ def main(argv=None) -> int:
     if args.runtime != "torch":
         log.info("runtime %s: exporting each model once (kept for the next start)%s", args.runtime,
                  "; serving by torch until each is ready" if background else "")
-    service.models.use_runtime(args.runtime, background=background)
-    if not background:
-        for entry in service.entries():
-            if entry.model is not None:
-                log.info("%s: embeddings by %s", entry.name, entry.served_by)
+    service.models.use_runtime(args.runtime, background=background)  # logs what serves each model
     first, second, _ = EXAMPLES[0]
     service.warm_up(EXAMPLES_DIR / first, EXAMPLES_DIR / second)
     demo = build(service)

@@ -204,7 +204,6 @@ class ModelSet:
         try:
             for entry in entries:
                 self._attach(entry)
-                log.info("%s: embeddings by %s", entry.name, entry.served_by)
         finally:
             self.runtime_ready.set()
 
@@ -219,6 +218,7 @@ class ModelSet:
             embedder, note = TorchEmbedder(entry.model), f"{self.runtime} failed: {type(err).__name__}: {str(err)[:200]}"
         with self._lock:
             entry.embedder, entry.runtime_note = embedder, note
+        log.info("%s: embeddings by %s", entry.name, entry.served_by)
         return entry
 
     def pull(self, repo_id: str, revision: Optional[str] = None) -> ZooEntry:

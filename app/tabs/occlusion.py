@@ -32,9 +32,9 @@ def occlusion(entry: ZooEntry, pair: Pair, patch: int, stride: int, lock: thread
 
 
 def fast_embed(entry: ZooEntry):
-    """The runtime's embedding when it is not torch (onnxruntime: a third less CPU); else None,
-    and the occlusion uses its own BatchNorm-folded torch copy."""
-    return None if isinstance(entry.embedder, TorchEmbedder) else entry.embed
+    """The runtime's embedding when it is not torch (onnxruntime: a third less CPU); else None
+    (no embedder yet is torch too), and the occlusion uses its own BatchNorm-folded torch copy."""
+    return None if entry.embedder is None or isinstance(entry.embedder, TorchEmbedder) else entry.embed
 
 
 def summary(data: analysis.Occlusion) -> str:
