@@ -273,15 +273,16 @@ def report(results: Dict[str, Dict], sizes: Sizes) -> str:
     """The markdown: one table per check, or its error."""
     total = sum(result["seconds"] for result in results.values())
     parts = [f"Synthetic faces made on the device ({sizes.faces} of {sizes.classes} identities), recipe batch "
-             f"{sizes.batch}; all checks {total:.0f} s; `bash bench/gpu.sh{' --cpu' if sizes.device == 'cpu' else ''}`."]
+             f"{sizes.batch}; all checks {total:.0f} s."]
     for name, result in results.items():
-        parts.append(f"### {name} ({'passed' if result['passed'] else 'FAILED'}, {result['seconds']} s)")
+        parts.append(f"#### {name} ({'passed' if result['passed'] else 'FAILED'}, {result['seconds']} s)")
         if not result["passed"]:
             parts.append(f"failed: {result['error']}")
             continue
         columns = list(dict.fromkeys(key for row in result["rows"] for key in row))
         parts.append(markdown_table(columns, [["-" if row.get(c) is None else str(row.get(c)) for c in columns]
                                               for row in result["rows"]]))
+    parts.append(f"Reproduce: `bash bench/gpu.sh{' --cpu' if sizes.device == 'cpu' else ''}`")
     return "\n\n".join(parts) + "\n"
 
 

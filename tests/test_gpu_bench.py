@@ -31,4 +31,4 @@ def test_the_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
     assert all(r["images_per_s"] > 0 for r in checks["throughput"]["rows"])
     assert checks["process_group"]["rows"][0]["backend"] == "gloo"
     assert all(r["min_cosine_to_cpu"] > 0.9999 and r["explain"] == "works" for r in checks["evaluation"]["rows"])
-    assert "### recipes (passed" in (tmp_path / "gpu-cpu.md").read_text()
+    assert "#### recipes (passed" in (tmp_path / "gpu-cpu.md").read_text()
