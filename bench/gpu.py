@@ -13,7 +13,8 @@ Checks, each recorded as passed or with its error, the next one run either way:
   bf16, channels_last) and on one batch kept on the device (the ceiling the data path can reach);
 - process group: a world-size-1 NCCL group (gloo on the CPU): the collectives PartialFC uses,
   with their backward, and a PartialFC training run inside the group;
-- evaluation: zoo checkpoints embed on the device as on the CPU, and explain there.
+- evaluation: zoo checkpoints embed on the device as on the CPU, and explain there;
+- sranet_cost: SRANet light's inference time over IR-50's, fp32 as the paper timed it on a GPU.
 """
 from __future__ import annotations
 
@@ -255,8 +256,50 @@ def check_evaluation(sizes: Sizes, data: PackedFaces, folder: Path) -> List[Dict
     return rows
 
 
+# The paper's costs (ResNet-50, Titan XP, SPEC.md): 14.31 ms plain, 19.71 ms with light SSA (1.38x),
+# 18.34 ms with light SCA (1.28x); no figure for both together.
+SRANET_VARIANTS = {"SCA + SSA": {}, "SSA only (paper 1.38x)": {"channel_attention": False},
+                   "SCA only (paper 1.28x)": {"spatial_attention": False}}
+
+
+def check_sranet_cost(sizes: Sizes, data: PackedFaces, folder: Path) -> List[Dict]:
+    """SRANet light's inference time against its plain backbone on the device, as the paper timed
+    it on a GPU: fp32, eval mode, batch 1 and 32, each variant and the plain model taking turns
+    (wall time, synchronised), the ratio the median of the per-round ratios."""
+    model = sizes.throughput_model
+    width = {} if sizes.device == "cuda" else {"width": 0.25}
+    torch.manual_seed(0)
+    models = {"plain": zoo.build(model, **width)}
+    for label, options in SRANET_VARIANTS.items():
+        torch.manual_seed(0)
+        models[label] = zoo.build(f"sranet-{model}", **width, **options)
+    for network in models.values():
+        network.eval().to(sizes.device)
+    rows = []
+    with torch.inference_mode():
+        for batch in (1, 32):
+            faces = torch.randn(batch, 3, 112, 112, device=sizes.device)
+            seconds = {name: [] for name in models}
+            for round_ in range(sizes.warmup + sizes.timed):
+                for name, network in models.items():
+                    synchronize(sizes.device)
+                    start = time.perf_counter()
+                    network.embed(faces)
+                    synchronize(sizes.device)
+                    if round_ >= sizes.warmup:
+                        seconds[name].append(time.perf_counter() - start)
+            plain = seconds.pop("plain")
+            for label, times in seconds.items():
+                rows.append({"backbone": models["plain"].name, "sranet": label, "batch": batch,
+                             "plain_ms": round(1000 * float(np.median(plain)), 2),
+                             "sranet_ms": round(1000 * float(np.median(times)), 2),
+                             "ratio": round(float(np.median(np.array(times) / np.array(plain))), 3)})
+    return rows
+
+
 CHECKS: Dict[str, Callable] = {"recipes": check_recipes, "heads": check_heads, "throughput": check_throughput,
-                               "process_group": check_process_group, "evaluation": check_evaluation}
+                               "process_group": check_process_group, "evaluation": check_evaluation,
+                               "sranet_cost": check_sranet_cost}
 
 
 def describe(error: Exception) -> str:

@@ -96,12 +96,14 @@ def attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     Otherwise, once the N x L x S logits outgrow ATTENTION_BLOCK, by blocks of query rows (whole
     faces together where they are small), so that a block's logits stay in cache: at 56x56 the
     light HW x HW/4 matrix is 10 MB a face, and writing it out and reading it back twice costs
-    more than the products themselves. The blocks are an eager-mode device: a graph being
-    compiled or exported (torch.compile, ONNX) takes the whole matrix, as its blocks would tie
-    the graph to one batch size.
+    more than the products themselves. The blocks are an eager-mode device of the CPU: a GPU
+    (where each block would be a few small kernel launches) and a graph being compiled or
+    exported (torch.compile, ONNX: blocks would tie the graph to one batch size) take the
+    whole matrix.
     """
     length, key_count = queries.shape[1], keys.shape[1]
-    whole = keep_attention or torch.compiler.is_compiling() or len(queries) * length * key_count <= ATTENTION_BLOCK
+    whole = (keep_attention or queries.device.type != "cpu" or torch.compiler.is_compiling()
+             or len(queries) * length * key_count <= ATTENTION_BLOCK)
     if whole:
         attention = torch.softmax(queries @ keys.transpose(1, 2), dim=-1)
         return attention @ values, attention if keep_attention else None
