@@ -114,6 +114,6 @@ def curve_figure(curve: BlurCurve) -> go.Figure:
         x_axis = dict(title=f"side of {blurred} before upsampling back to 112 px (pixels)", autorange="reversed")
     figure.update_layout(title="similarity as the faces degrade (dashed: each model's threshold; dotted: "
                                "uncalibrated)", xaxis=x_axis,
-                         yaxis=dict(title="cosine similarity"), template="plotly_white", height=460,
+                         yaxis=dict(title="cosine similarity"), height=460,
                          margin=dict(l=10, r=10, t=50, b=40))
     return figure

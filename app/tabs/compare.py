@@ -111,7 +111,7 @@ def comparison_figure(comparison: Comparison) -> go.Figure:
         figure.add_annotation(text=f"<b>{verdict.model}</b><br>cos {verdict.similarity:.3f}<br>{verdict.text}",
                               xref="paper", yref="paper", x=-0.01, xanchor="right", y=(low + high) / 2, align="right",
                               showarrow=False, font=dict(size=12, color=VERDICT_COLOURS[verdict.same]))
-    figure.update_layout(height=figure.layout.height + 60, barmode="group", template="plotly_white",  # the page's width
+    figure.update_layout(height=figure.layout.height + 60, barmode="group",  # the page's width
                          margin=dict(l=200, b=80), legend=dict(orientation="h", yanchor="top", y=-60 / figure.layout.height,
                                                               xanchor="right", x=1))
     return figure

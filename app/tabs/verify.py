@@ -104,5 +104,5 @@ def similarity_figure(result: Verification) -> go.Figure:
             hovertemplate="%{y}: threshold %{x:.4f}%{customdata}<extra></extra>"))
     figure.update_layout(xaxis=dict(title="cosine similarity (green: same person, red: different)", range=[-1, 1]),
                          yaxis=dict(autorange="reversed"), height=120 + 40 * len(names),
-                         margin=dict(l=10, r=10, t=30, b=40), template="plotly_white", showlegend=False)
+                         margin=dict(l=10, r=10, t=30, b=40), showlegend=False)
     return figure
