@@ -219,7 +219,8 @@ def main(argv=None) -> int:
     table = (f"One thread; each pair timed in alternation in one process (ratio: median of the per-round CPU-time "
              f"ratios); load average {load_before[0]:.1f} at the start. FLOP floor: the ratio of the arithmetic alone "
              "(convolutions and matrix products; see bench/method_cost.py).\n\n"
-             f"SRANet light `embed` against its backbone (issue 15's target: <= {SRANET_TARGET:.2f}x):\n\n"
+             f"SRANet light `embed` against its backbone (issue 15's target for SCA + SSA: <= {SRANET_TARGET:.2f}x; "
+             "the paper timed each alone on a Titan XP: 1.38x light SSA, 1.28x light SCA):\n\n"
              + markdown_table(["backbone", "input layout", "batch", "plain CPU ms/image", "SRANet CPU ms/image",
                                "SRANet / plain", "FLOP floor"], inference_rows)
              + f"\nSCAN training steps through the engine against the plain model (batch 32, fp32; issue 15's target: "
