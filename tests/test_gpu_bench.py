@@ -1,6 +1,7 @@
 """bench/gpu.sh --cpu: the GPU check runs at toy sizes on the CPU, so it cannot rot while no GPU
 runs it. Asserted: every check passes, every recipe ran in bf16 and with amp off to a finite loss,
-both head sizes ran replicated and sharded, and the zoo models embed alike on the check's device."""
+both head sizes ran replicated and sharded, IR-50 trained eager and compiled, the zoo models embed alike on
+the check's device, and SRANet was timed in its three variants."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def test_the_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
                           timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     checks = json.loads((tmp_path / "gpu-cpu.json").read_text())["checks"]
-    assert set(checks) == {"recipes", "heads", "throughput", "process_group", "evaluation"}
+    assert set(checks) == {"recipes", "heads", "throughput", "process_group", "evaluation", "sranet_cost"}
     assert all(check["passed"] for check in checks.values()), checks
     recipes = checks["recipes"]["rows"]
     assert {(r["recipe"], r["amp"]) for r in recipes} == {(n, amp) for n in recipe_names() for amp in ("bf16", "off")}
@@ -31,4 +32,9 @@ def test_the_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
     assert all(r["images_per_s"] > 0 for r in checks["throughput"]["rows"])
     assert checks["process_group"]["rows"][0]["backend"] == "gloo"
     assert all(r["min_cosine_to_cpu"] > 0.9999 and r["explain"] == "works" for r in checks["evaluation"]["rows"])
+    assert [r["compile"] for r in checks["throughput"]["rows"]] == ["off", "off", "eager"]
+    assert {(r["sranet"], r["batch"]) for r in checks["sranet_cost"]["rows"]} == {
+        (variant, batch) for variant in ("SCA + SSA", "SSA only (paper 1.38x)", "SCA only (paper 1.28x)")
+        for batch in (1, 32)}
+    assert all(r["ratio"] > 0 for r in checks["sranet_cost"]["rows"])
     assert "#### recipes (passed" in (tmp_path / "gpu-cpu.md").read_text()
