@@ -86,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "ready, in the background). Grad-CAM, the methods' maps and the other analyses use "
                              "torch either way, and peers their own engine. The JSON of each verdict says which ran")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: a request is a batch of two faces through small models, "
+                        help="torch and OpenCV threads (default 1: a request is a batch of two faces through small models, "
                              "which more threads slow down rather than speed up, badly so on a busy CPU)")
     return parser.parse_args(argv)
 
@@ -109,6 +109,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
+    import cv2
+
+    cv2.setNumThreads(max(1, args.threads))
 
     from app.service import Service
     from app.ui import EXAMPLES, EXAMPLES_DIR, build

@@ -110,11 +110,16 @@ class Pair:
 
 
 class PhotoCache:
-    """The last PHOTO_CACHE_SIZE photos read, keyed by content; detection runs under `lock`."""
+    """The last PHOTO_CACHE_SIZE photos read, keyed by content.
 
-    def __init__(self, aligner: Aligner, lock: threading.RLock):
+    Photos decode in the calling thread; the face detector (one object, not thread-safe) runs
+    under `detector_lock`, its own, so detecting the next request's faces overlaps the models'
+    work on this one's (which holds the app's model lock)."""
+
+    def __init__(self, aligner: Aligner):
         self.aligner = aligner
-        self._lock = lock
+        self.detector_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
         self._photos: "OrderedDict[str, Photo]" = OrderedDict()
 
     def photo(self, path, label: str = "photo") -> Photo:
@@ -129,16 +134,17 @@ class PhotoCache:
         if not data:
             raise InputError(f"{path.name} is empty (0 bytes): upload a photo (JPEG, PNG, WebP, ...)")
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        with self._lock:
+        with self._cache_lock:
             cached = self._photos.get(digest)
             if cached is not None:
                 self._photos.move_to_end(digest)
                 return cached if cached.name == path.name else replace(cached, name=path.name)
-            photo = self._read(data, path.name)
+        photo = self._read(data, path.name)  # two requests bringing the same new photo both read it: harmless
+        with self._cache_lock:
             self._photos[digest] = photo
             while len(self._photos) > PHOTO_CACHE_SIZE:
                 self._photos.popitem(last=False)
-            return photo
+        return photo
 
     def _read(self, data: bytes, name: str) -> Photo:
         """Decode (refusing oversized photos), shrink to WORK_MAX_SIDE and find every face."""
@@ -153,7 +159,8 @@ class PhotoCache:
             faces = (Face(np.ascontiguousarray(image), None, "pre-aligned", 1.0),)
             notes.append(f"a {SIZE}x{SIZE} image is taken as an already aligned face crop")
         else:
-            found = self.aligner.detect(image, max_side=WORK_MAX_SIDE)
+            with self.detector_lock:
+                found = self.aligner.detect(image, max_side=WORK_MAX_SIDE)
             confident = [d for d in found if d.score >= LIST_MIN_SCORE]
             faces = tuple(Face(warp_to_template(image, d.landmarks), tuple(float(v) for v in d.box), d.detector,
                                d.score) for d in (confident or found))

@@ -5,7 +5,8 @@ picks the models and faces each request names, and hands them to the tab's modul
 (`app.tabs`), which returns plain data (numpy crops, floats, plotly figures): `app.pages` only
 lays things out, and the logic is testable without a browser. Model work runs under the lock:
 Grad-CAM hooks into a model, so two requests must never share a model mid-forward, and on a
-CPU running them in turn costs little throughput.
+CPU running them in turn costs little throughput. Face detection has a lock of its own (the
+photo cache's), so new photos are read while the models work.
 
 Bad input raises one of `USER_ERRORS` (`app.errors`), with a message meant for the person at the app.
 """
@@ -44,7 +45,7 @@ class Service:
                                peers)
         self.zoo_dir, self.hub_endpoint = self.models.zoo_dir, self.models.hub_endpoint
         self._batcher = FaceBatcher(self._lock)  # concurrent verifications share forward passes
-        self.photos = PhotoCache(aligner or make_aligner(APP_ALIGNER), self._lock)
+        self.photos = PhotoCache(aligner or make_aligner(APP_ALIGNER))
         self.gallery_map = GalleryMap(gallery_dir)
 
     # ---- models and photos -------------------------------------------------------------------
@@ -116,7 +117,7 @@ class Service:
         first `rows` rows' faces and the disagreement matrix, from the per-pair results stored beside them."""
         entry = self.models.select([model] if model else None)[0]
         return browse(self.models.select(models), entry, protocol, condition, view, rows, self.photos.aligner,
-                      self._lock)
+                      self.photos.detector_lock)
 
     def error_browser_pair(self, model: Optional[str], protocol: str, condition: str, view: str, rank: int,
                            models: Optional[Sequence[str]] = None) -> Tuple[Path, Path, Dict]:

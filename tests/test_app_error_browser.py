@@ -146,7 +146,7 @@ def test_without_the_images_the_list_still_shows(zoo_dir, monkeypatch, tmp_path)
     monkeypatch.setenv("FACESCOPE_DATA", str(tmp_path))
     entries = [ZooEntry(p.name, "local zoo", p, {}) for p in sorted(zoo_dir.iterdir()) if p.is_dir()]
     untrained = next(e for e in entries if e.name == UNTRAINED)
-    result = browse(entries, untrained, PROTOCOL, "blur4", "errors", 4, make_aligner(), threading.RLock())
+    result = browse(entries, untrained, PROTOCOL, "blur4", "errors", 4, make_aligner(), threading.Lock())
     assert len(result.faces) == 4 and all(caption.endswith("images not found") for _, caption in result.faces)
     assert len(result.ranked.table) > 4
     assert any(f"not under the data root {tmp_path}" in note for note in result.notes)
