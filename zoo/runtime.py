@@ -34,7 +34,7 @@ from .registry import Registry
 DEFAULT_RUNTIME = "torch"
 AUTO = "auto"  # zoo.evaluate's default: onnx where it can, else torch (`make_embedder`)
 # Part of every ONNX file's key: bump it when zoo.export changes the graphs it writes.
-EXPORT_VERSION = "3"  # 2: PReLU as relu ops; 3: as depthwise convolutions (zoo.export.ReluFormPReLU)
+EXPORT_VERSION = "4"  # 2: PReLU as relu ops; 3: as depthwise convolutions (zoo.export.ReluFormPReLU); 4: SRANet as it computes now (projections as products, no ceil_mode where sides divide)
 
 
 class Embedder(ABC):
