@@ -1,5 +1,6 @@
 """The app's FaceBatcher: concurrent requests share forward passes and each gets its own faces'
-embeddings, equal to embedding them alone; a failing model fails only the requests that named it."""
+embeddings, equal to embedding them alone; a failing model fails only the requests that named it;
+a face one model (and runtime) embedded before is not embedded again."""
 from __future__ import annotations
 
 import threading
@@ -88,3 +89,21 @@ def test_a_failing_model_fails_only_its_requests_and_the_worker_goes_on(entries,
     assert "this model is broken" in str(results[1])
     again = batcher.embed([good], pairs[0])  # the worker survived
     np.testing.assert_allclose(again[0], entries[0].embed(pairs[0]), atol=1e-5)
+
+
+def test_a_face_seen_before_is_not_embedded_again_by_the_same_model_and_runtime(entries, pairs):
+    batcher = FaceBatcher(threading.RLock())
+    model = Counted(entries[0])
+    first = batcher.embed([model], pairs[0])[0]
+    again = batcher.embed([model], pairs[0][::-1])[0]  # the same two faces, the other way round
+    assert model.batches == [2]
+    np.testing.assert_array_equal(again, first[::-1])
+    mixed = batcher.embed([model], np.stack([pairs[0][0], pairs[1][0]]))[0]  # one face new: both embedded
+    assert model.batches == [2, 2]
+    np.testing.assert_allclose(mixed[0], first[0], atol=1e-5)
+    other = Counted(entries[1])  # another model embeds for itself
+    batcher.embed([other], pairs[0])
+    assert other.batches == [2]
+    model.embedder = object()  # the runtime changed (say torch to onnxruntime): embedded anew
+    batcher.embed([model], pairs[0])
+    assert model.batches == [2, 2, 2]
