@@ -122,6 +122,11 @@ class PhotoCache:
         self._cache_lock = threading.Lock()
         self._photos: "OrderedDict[str, Photo]" = OrderedDict()
 
+    def align(self, image: np.ndarray) -> np.ndarray:
+        """The largest face of `image` aligned to 112x112 (else a centre crop), as the evaluation aligns."""
+        with self.detector_lock:
+            return self.aligner.align(image).image
+
     def photo(self, path, label: str = "photo") -> Photo:
         """Read, check and detect the faces of an uploaded photo (cached by content)."""
         if path is None or str(path) == "":

@@ -116,8 +116,7 @@ class Service:
         """`model`'s errors (or disagreements) on a protocol and condition among `models`, ranked, with the
         first `rows` rows' faces and the disagreement matrix, from the per-pair results stored beside them."""
         entry = self.models.select([model] if model else None)[0]
-        return browse(self.models.select(models), entry, protocol, condition, view, rows, self.photos.aligner,
-                      self.photos.detector_lock)
+        return browse(self.models.select(models), entry, protocol, condition, view, rows, self.photos.align)
 
     def error_browser_pair(self, model: Optional[str], protocol: str, condition: str, view: str, rank: int,
                            models: Optional[Sequence[str]] = None) -> Tuple[Path, Path, Dict]:

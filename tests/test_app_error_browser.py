@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import threading
 from pathlib import Path
 from typing import Dict, Iterator, List
 
@@ -146,7 +145,7 @@ def test_without_the_images_the_list_still_shows(zoo_dir, monkeypatch, tmp_path)
     monkeypatch.setenv("FACESCOPE_DATA", str(tmp_path))
     entries = [ZooEntry(p.name, "local zoo", p, {}) for p in sorted(zoo_dir.iterdir()) if p.is_dir()]
     untrained = next(e for e in entries if e.name == UNTRAINED)
-    result = browse(entries, untrained, PROTOCOL, "blur4", "errors", 4, make_aligner(), threading.Lock())
+    result = browse(entries, untrained, PROTOCOL, "blur4", "errors", 4, lambda image: make_aligner().align(image).image)
     assert len(result.faces) == 4 and all(caption.endswith("images not found") for _, caption in result.faces)
     assert len(result.ranked.table) > 4
     assert any(f"not under the data root {tmp_path}" in note for note in result.notes)

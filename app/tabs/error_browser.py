@@ -5,16 +5,15 @@ results stored beside each model (`analysis.error_browser`), so no model runs. A
 as photos A and B, for Verify, Explain and Occlusion."""
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 import analysis
-from zoo.data import Aligner, DataError, data_root, load_image
+from zoo.data import DataError, data_root, load_image
 from zoo.data.align import SIZE
 
 from ..errors import InputError
@@ -55,7 +54,7 @@ def ranked_pairs(entries: Sequence[ZooEntry], model: ZooEntry, protocol: str, co
 
 
 def browse(entries: Sequence[ZooEntry], model: ZooEntry, protocol: str, condition: str, view: str, rows: int,
-           aligner: Aligner, detector_lock: threading.Lock) -> ErrorBrowser:
+           align: Callable[[np.ndarray], np.ndarray]) -> ErrorBrowser:
     """The ranked list, the disagreement matrix of every compared model, and the first `rows` rows' faces."""
     start = time.perf_counter()
     rows = int(rows)
@@ -63,12 +62,12 @@ def browse(entries: Sequence[ZooEntry], model: ZooEntry, protocol: str, conditio
         raise InputError(f"{rows} rows: show {ROW_LIMITS[0]} to {ROW_LIMITS[1]}")
     results, ranked = ranked_pairs(entries, model, protocol, condition, view)
     matrix = analysis.disagreement_counts(results, ranked.protocol, ranked.condition)
-    faces, notes = aligned_rows(ranked.table.head(rows), aligner, detector_lock)
+    faces, notes = aligned_rows(ranked.table.head(rows), align)
     return ErrorBrowser(ranked, matrix, faces, [ranked.message, *notes, *results.missing_notes()],
                         time.perf_counter() - start)
 
 
-def aligned_rows(table, aligner: Aligner, detector_lock: threading.Lock) -> Tuple[List[Tuple[np.ndarray, str]], List[str]]:
+def aligned_rows(table, align: Callable[[np.ndarray], np.ndarray]) -> Tuple[List[Tuple[np.ndarray, str]], List[str]]:
     """Each row's two faces aligned as the evaluation aligned them (largest face, else a centre crop), side
     by side; a row whose images are not under the data root gets a grey placeholder, and a note says where
     it looked."""
@@ -81,8 +80,7 @@ def aligned_rows(table, aligner: Aligner, detector_lock: threading.Lock) -> Tupl
             absent.append(str(err))
             faces.append((np.full((SIZE, 2 * SIZE + GAP, 3), 200, np.uint8), f"{caption}; images not found"))
             continue
-        with detector_lock:  # the app's face detector, shared with every other request
-            a, b = (aligner.align(image).image for image in images)
+        a, b = (align(image) for image in images)
         faces.append((np.concatenate([a, np.full((SIZE, GAP, 3), 255, np.uint8), b], axis=1), caption))
     if not absent:
         return faces, []
