@@ -5,7 +5,9 @@ import torch
 
 import zoo
 from zoo.methods import sranet
-from zoo.methods.sranet import SelfChannelAttention, SelfSpatialAttention, attend, reduce_spatial
+from zoo.export import graph_form
+from zoo.methods.sranet import (GraphSelfResidualAttention, SelfChannelAttention, SelfSpatialAttention, attend,
+                                 reduce_spatial)
 from faces import lfw_faces, pretrained_like
 
 WIDTH = 0.25
@@ -308,6 +310,32 @@ def test_fast_formulation_equals_the_reference(name, options, faces):
     floor = 1e-10 * max(grad.abs().max().item() for grad in reference.values())
     for key, grad in reference.items():
         assert torch.allclose(fast[key], grad, atol=1e-9 * grad.abs().max().item() + floor), key
+
+
+@pytest.mark.parametrize("name, options", [
+    ("sranet-ir18", {}), ("sranet-ir18", {"variant": "naive", "placement": "after_block"}),
+    ("sranet-ir18", {"variant": "avg", "spatial_attention": False}),
+    ("sranet-ir18", {"variant": "max", "channel_attention": False}), ("sranet-mobilefacenet", {})])
+def test_graph_form_equals_the_reference_in_eval_mode(name, options, faces):
+    """What ONNX exports (BN folded into A_C and the pooled values, products channel-first) computes
+    the reference, with attention BNs whose running statistics are far from (0, 1). In float64: with
+    such statistics the naive variant's float32 rounding alone (any formulation) reaches 5e-5 of the
+    output's scale."""
+    torch.manual_seed(0)
+    model = live_attention(zoo.build(name, width=WIDTH, **options))
+    generator = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for module in attention_modules(model, SelfChannelAttention) + attention_modules(model, SelfSpatialAttention):
+            module.bn.running_mean.copy_(torch.randn(module.bn.running_mean.shape, generator=generator))
+            module.bn.running_var.copy_(torch.rand(module.bn.running_var.shape, generator=generator) * 3 + 0.2)
+        model.double()
+        expected = reference_forward(model, faces[:4].double())
+        graph = graph_form(model)
+        assert sum(isinstance(m, GraphSelfResidualAttention) for m in graph.modules()) == len(model.attention)
+        assert graph.state_dict().keys() == model.state_dict().keys()
+        assert torch.allclose(graph(faces[:4].double()), expected, atol=1e-10 * expected.abs().max().item())
+        with pytest.raises(ValueError, match="keeps no attention"):
+            graph.attention[0](torch.zeros(1, model.backbone.block_channels[0], 8, 8).double(), keep_attention=True)
 
 
 def test_embedded_checkpoint_loads_strictly_and_embeds_as_the_reference(faces):

@@ -8,11 +8,15 @@ exports as its plain network) followed by L2 normalisation, so its output equals
 convention; the file's metadata says which (`input_mean`, `input_std`, `channel_order`) and what
 comes out (`embedding_dim`), so a runtime needs nothing from FaceScope to use it.
 
-PReLU goes into the graph as relu(x) - a * relu(-x) written with depthwise 1x1 convolutions
-(`ReluFormPReLU`), the same function: onnxruntime's PRelu leaves its blocked-layout convolutions
-for a slow kernel, half of MobileFaceNet's time. MobileFaceNet, one thread, batch 8, CPU ms per
-face: 12.8 with PRelu, 8.1 with elementwise relu ops, 5.5 with this form; torch 10-11
-(`bench/onnx_runtime.py` keeps the current numbers).
+The graph computes each module as `graph_form` rewrites it, the same function in ops onnxruntime
+runs fast:
+- PReLU as relu(x) - a * relu(-x) written with depthwise 1x1 convolutions (`ReluFormPReLU`):
+  onnxruntime's PRelu leaves its blocked-layout convolutions for a slow kernel, half of
+  MobileFaceNet's time. MobileFaceNet, one thread, batch 8, CPU ms per face: 12.8 with PRelu,
+  8.1 with elementwise relu ops, 5.5 with this form; torch 10-11.
+- a method's module with a `graph_form()` method as what that returns (SRANet's attention:
+  channel-first products, BN folded; see zoo/methods/sranet.py).
+`bench/onnx_runtime.py` keeps the current numbers.
 """
 from __future__ import annotations
 
@@ -57,13 +61,17 @@ class ReluFormPReLU(nn.Module):
         return torch.relu(x) + F.conv2d(negative, -kernel, groups=channels)
 
 
-def relu_form(network: nn.Module) -> nn.Module:
-    """A copy of `network` with every nn.PReLU as a ReluFormPReLU."""
+def graph_form(network: nn.Module) -> nn.Module:
+    """A copy of `network` as its graph should compute it: every nn.PReLU as a ReluFormPReLU, and
+    every module that has a `graph_form()` (a method's own rewrite of its eval-mode function, such
+    as SRANet's attention) as what that returns."""
     network = copy.deepcopy(network)
     for parent in list(network.modules()):
         for name, child in parent.named_children():
             if isinstance(child, nn.PReLU):
                 setattr(parent, name, ReluFormPReLU(child))
+            elif callable(getattr(child, "graph_form", None)):
+                setattr(parent, name, child.graph_form())
     return network
 
 
@@ -103,7 +111,7 @@ def export_onnx(model: FaceModel, out: Union[str, Path], source: str = "") -> Pa
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # export notes about ops it decomposes
-            torch.onnx.export(_Normalised(relu_form(network)), (example,), str(scratch), input_names=["faces"],
+            torch.onnx.export(_Normalised(graph_form(network)), (example,), str(scratch), input_names=["faces"],
                               output_names=["embedding"], opset_version=OPSET, dynamo=True, verbose=False,
                               dynamic_shapes={"faces": {0: torch.export.Dim("batch")}}, external_data=False)
         graph = onnx.load(str(scratch))

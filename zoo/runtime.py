@@ -34,7 +34,8 @@ from .registry import Registry
 DEFAULT_RUNTIME = "torch"
 AUTO = "auto"  # zoo.evaluate's default: onnx where it can, else torch (`make_embedder`)
 # Part of every ONNX file's key: bump it when zoo.export changes the graphs it writes.
-EXPORT_VERSION = "4"  # 2: PReLU as relu ops; 3: as depthwise convolutions (zoo.export.ReluFormPReLU); 4: SRANet as it computes now (projections as products, no ceil_mode where sides divide)
+EXPORT_VERSION = "5"  # 2: PReLU as relu ops; 3: as depthwise convolutions (zoo.export.ReluFormPReLU); 4: SRANet as it computes now
+# (projections as products, no ceil_mode where sides divide); 5: modules' graph_form (SRANet channel-first, BN folded)
 
 
 class Embedder(ABC):
