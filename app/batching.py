@@ -6,7 +6,9 @@ faces are best embedded side by side. Each request queues its crops and the mode
 waits; one worker thread takes everything queued so far, runs each model once over the crops of
 every request that named it (under the app's model lock: Grad-CAM hooks into the same models),
 and hands each request its own rows. The models of one batch run side by side, one thread per
-core (onnxruntime and torch release the GIL; one model's batch is too small to use two cores).
+core (onnxruntime and torch release the GIL; one model's batch is too small to use two cores),
+the costliest first (by each model's CPU time per face in the batches before): a batch ends when
+its last model does, so a slow model started last would leave the other cores idle meanwhile.
 Nothing waits on purpose: a lone request is embedded at once, and requests arriving while a
 batch runs form the next one.
 
@@ -20,6 +22,8 @@ import hashlib
 import os
 import queue
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +52,7 @@ class FaceBatcher:
         self._cache_lock = threading.Lock()
         self._queue: "queue.Queue[_Request]" = queue.Queue()
         self._models = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="face-batcher-model")
+        self._cost: Dict[int, tuple] = {}  # id(entry) -> (weak reference to the entry, its last CPU seconds per face)
         self._worker = threading.Thread(target=self._serve, name="face-batcher", daemon=True)
         self._worker.start()
 
@@ -96,6 +101,14 @@ class FaceBatcher:
                     if not request.result.done():
                         request.result.set_exception(error)
 
+    def _costliest_first(self, entries: Dict[int, ZooEntry]) -> List[int]:
+        """The keys of `entries` by their last cost per face, highest first; never timed ones (or
+        timed as another entry that had the same id) before all, as their cost is unknown."""
+        def cost(key: int) -> float:
+            timed = self._cost.get(key)
+            return timed[1] if timed is not None and timed[0]() is entries[key] else float("inf")
+        return sorted(entries, key=cost, reverse=True)
+
     def _run(self, requests: List[_Request]) -> None:
         """Each model once over the crops of every request that named it (by entry identity: two
         entries of one name, say before and after a pull, stay apart)."""
@@ -107,13 +120,18 @@ class FaceBatcher:
                 entries[id(entry)] = entry
 
         def embed(key: int) -> Union[np.ndarray, BaseException]:
+            crops = np.concatenate([r.crops for r in by_entry[key]])
+            start = time.thread_time()  # onnxruntime and torch run one thread, the calling one
             try:
-                return entries[key].embed(np.concatenate([r.crops for r in by_entry[key]]))
+                embeddings = entries[key].embed(crops)
             except Exception as error:  # reaches only the requests that asked for this model
                 return error
+            self._cost[key] = (weakref.ref(entries[key]), (time.thread_time() - start) / len(crops))
+            return embeddings
 
         with self._lock:
-            outcomes = dict(zip(by_entry, self._models.map(embed, by_entry)))
+            order = self._costliest_first(entries)
+            outcomes = dict(zip(order, self._models.map(embed, order)))
         rows: Dict[tuple, np.ndarray] = {}
         failed: Dict[int, BaseException] = {}
         for key, users in by_entry.items():

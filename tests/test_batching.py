@@ -107,3 +107,28 @@ def test_a_face_seen_before_is_not_embedded_again_by_the_same_model_and_runtime(
     model.embedder = object()  # the runtime changed (say torch to onnxruntime): embedded anew
     batcher.embed([model], pairs[0])
     assert model.batches == [2, 2, 2]
+
+
+class Burning:
+    """An entry that spends `seconds` of CPU per face, so its measured cost is known."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def embed(self, crops):
+        end = time.thread_time() + self.seconds * len(crops)
+        while time.thread_time() < end:
+            pass
+        return np.zeros((len(crops), 4), np.float32)
+
+
+def test_costliest_model_starts_first_and_an_untimed_one_before_all(pairs):
+    """A batch ends with its last model, so the models go to the cores by their last CPU time per
+    face, highest first; one never timed (new, or pulled in place of one) goes first of all."""
+    cheap, costly, new = Burning(0.001), Burning(0.03), Burning(0.0)
+    batcher = FaceBatcher(threading.RLock())
+    batcher.embed([cheap, costly], pairs[0])
+    keys = {id(cheap): cheap, id(costly): costly, id(new): new}
+    assert batcher._costliest_first(keys) == [id(new), id(costly), id(cheap)]
+    batcher.embed([new], pairs[1])
+    assert batcher._costliest_first(keys) == [id(costly), id(cheap), id(new)]
