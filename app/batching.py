@@ -1,8 +1,10 @@
 """Embedding the faces of concurrent requests together: one forward pass per model for all of them.
 
-On a CPU a batch of 16 faces costs far less per face than eight batches of two (the convolutions
-of a 112 px face are too small to keep two cores busy), so when eight people verify at once their
-faces are best embedded side by side. Each request queues its crops and the models it wants and
+A face costs about as much alone as in a batch on one CPU thread (bench/onnx_runtime.py: batch 2
+and 8 within noise), but the convolutions of a 112 px face are too small to keep two cores busy,
+so the cores are used by running different models at once, and batching lets eight people who
+verify at once share one pass of each model and one turn at the models' lock, rather than
+taking it per request and model. Each request queues its crops and the models it wants and
 waits; one worker thread takes everything queued so far, runs each model once over the crops of
 every request that named it (under the app's model lock: Grad-CAM hooks into the same models),
 and hands each request its own rows. The models of one batch run side by side, one thread per
