@@ -143,9 +143,13 @@ class _SelfAttention(nn.Module):
         """The 1x1 convs `names` of a channels_last x as (N, HW, c) tokens: one matrix product of
         x's tokens with their kernels stacked, so x is read once (a 1x1 conv is a product; as one,
         it takes the BLAS path, where torch's CPU conv took its slow generic one)."""
+        weight, bias = self.stacked(*names)
+        return F.linear(tokens(x), weight.flatten(1), bias)
+
+    def stacked(self, *names: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The 1x1 convs `names` as one: their kernels (c, C, 1, 1) and biases stacked."""
         convs = [getattr(self, name) for name in names]
-        return F.linear(tokens(x), torch.cat([conv.weight.flatten(1) for conv in convs]),
-                        torch.cat([conv.bias for conv in convs]))
+        return torch.cat([conv.weight for conv in convs]), torch.cat([conv.bias for conv in convs])
 
     def pooled_projections(self, x: torch.Tensor, *names: str) -> Tuple[torch.Tensor, ...]:
         """The projections `names` reduced by the variant's pooling (one pooling serves them all),
@@ -227,8 +231,7 @@ class SelfResidualAttention(nn.Module):
 
 def _conv1x1(x: torch.Tensor, module: _SelfAttention, *names: str) -> torch.Tensor:
     """The 1x1 convs `names` of `module` as one Conv over their stacked kernels."""
-    convs = [getattr(module, name) for name in names]
-    return F.conv2d(x, torch.cat([conv.weight for conv in convs]), torch.cat([conv.bias for conv in convs]))
+    return F.conv2d(x, *module.stacked(*names))
 
 
 def _pooled(x: torch.Tensor, module: _SelfAttention, *names: str) -> Tuple[torch.Tensor, ...]:
