@@ -71,7 +71,8 @@ class Trainer:
         self.head = build_head(config, data.num_classes, self.model.config.embedding_dim, self.per_rank_batch,
                                self.rank, self.world).to(self.device)
         if config["init"]["head"] == "centres":
-            start_at_class_centres(self.head, self.model, data, self.device, config["init"]["from"])
+            start_at_class_centres(self.head, self.model, data, self.device, config["init"]["from"],
+                                   progress=self.progress)
         elif config["init"]["head"] != "random":
             raise ValueError(f"init.head must be 'random' or 'centres', got {config['init']['head']!r}")
         run = config["run"]

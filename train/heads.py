@@ -42,7 +42,8 @@ def is_sharded(head: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def start_at_class_centres(head: nn.Module, model: zoo.FaceModel, data, device, source: str) -> None:
+def start_at_class_centres(head: nn.Module, model: zoo.FaceModel, data, device, source: str,
+                           progress: bool = True) -> None:
     """Class matrix = each identity's mean (normalised) embedding under the starting model, so a
     pretrained model's first steps refine its embedding instead of chasing a random head.
 
@@ -56,7 +57,8 @@ def start_at_class_centres(head: nn.Module, model: zoo.FaceModel, data, device, 
         head.start_at(load_file(str(path))["centres"])
         return
     sums = torch.zeros(data.num_classes, model.config.embedding_dim)
-    for faces, labels in tqdm(data.in_order(256), desc="class centres", unit="batch", leave=False):
+    for faces, labels in tqdm(data.in_order(256), desc="class centres", unit="batch", leave=False,
+                              disable=not progress):
         sums.index_add_(0, labels, model.embed(model.preprocess(faces.to(device))).cpu())
     centres = torch.nn.functional.normalize(sums, dim=1)
     head.start_at(centres)
