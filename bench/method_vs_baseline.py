@@ -63,10 +63,15 @@ def paired(model: Dict, baseline: Dict) -> Dict[Tuple[str, str], Dict[str, float
 
 
 def verdict(cells: List[Dict[str, float]]) -> str:
-    """'shown' if every cell gains and one significantly; 'contradicted' if one loses significantly."""
-    if any(c["t"] <= -T_95 for c in cells):
+    """'shown' if every cell gains and one significantly; 'contradicted' if one loses significantly
+    and none gains significantly; 'mixed' if both happen (with several cells at 95%, one
+    significant cell either way is what chance alone gives now and then)."""
+    gains, losses = any(c["t"] >= T_95 for c in cells), any(c["t"] <= -T_95 for c in cells)
+    if gains and losses:
+        return "mixed (a significant gain and a significant loss)"
+    if losses:
         return "contradicted (a significant loss)"
-    if cells and all(c["delta"] > 0 for c in cells) and any(c["t"] >= T_95 for c in cells):
+    if cells and all(c["delta"] > 0 for c in cells) and gains:
         return "shown"
     return "not shown (no consistent, significant gain)"
 

@@ -98,3 +98,15 @@ def test_inference_bench_small(tmp_path):
     assert rows["scan-folded-ir18"]["parameters"] == rows["ir18"]["parameters"]  # folding leaves no extra weight
     assert all(row["ms_per_image_batch1"] > 0 and row["ms_per_image_batch32"] > 0 for row in rows.values())
     assert (results / "small.md").read_text().startswith("Measured ")
+
+
+def test_claim_verdicts_tell_mixed_evidence_from_a_loss():
+    """A claim's cells with a significant gain and a significant loss read 'mixed', not 'contradicted'."""
+    from bench.method_vs_baseline import verdict
+    gain, loss = {"delta": 0.4, "t": 2.4}, {"delta": -0.8, "t": -2.8}
+    small_gain, small_loss = {"delta": 0.1, "t": 0.5}, {"delta": -0.1, "t": -0.5}
+    assert verdict([gain, small_gain]) == "shown"
+    assert verdict([gain, small_loss]).startswith("not shown")
+    assert verdict([gain, loss]).startswith("mixed")
+    assert verdict([loss, small_gain]).startswith("contradicted")
+    assert verdict([small_gain, small_loss]).startswith("not shown")
