@@ -188,6 +188,14 @@ def test_prepare_records_the_aligner(tmp_path, data_root, capsys):
     assert str(packed["aligner"]) == summary["aligner"] == "yunet"
     assert str(packed["aligner_version"]) == make_aligner("yunet").version
     assert list(packed["methods"]) == ["landmarks", "landmarks"]
+    black = tmp_path / "black.npz"  # the border is a choice of the packing, recorded in its version
+    assert prepare_main(["--dataset", str(listing), "--out", str(black), "--cache-dir", str(tmp_path / "cache"),
+                         "--border", "constant", "--quiet"]) == 0
+    assert str(np.load(black)["aligner_version"]) == make_aligner("yunet", border="constant").version != str(
+        packed["aligner_version"])
+    with pytest.raises(SystemExit):
+        prepare_main(["--dataset", str(listing), "--out", str(black), "--aligner", "dlib", "--border", "constant"])
+    assert "--border applies to the yunet aligner, not dlib" in capsys.readouterr().err
 
 
 def test_evaluate_records_the_aligner(tmp_path, capsys):

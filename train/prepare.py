@@ -24,7 +24,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from zoo.data.align import DEFAULT_ALIGNER, aligner_names
+from zoo.data.align import DEFAULT_ALIGNER, YUNET_BORDER, YUNET_BORDERS, aligner_names, make_aligner
 from zoo.data.cache import AlignedImages, CropCache, align_files
 from zoo.data.errors import DataError
 from zoo.data.folder import ImageList, read_image_folder
@@ -103,10 +103,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--aligner", choices=aligner_names(), default=DEFAULT_ALIGNER,
                         help=f"face detector + landmarks: {', '.join(aligner_names())} (default {DEFAULT_ALIGNER}; "
                              "crops of each aligner are cached apart)")
+    parser.add_argument("--border", choices=sorted(YUNET_BORDERS),
+                        help=f"yunet only: how the detection pad is filled (default {YUNET_BORDER}; 'constant' is "
+                             "black, what packed the training set before the mirrored border became the default)")
     parser.add_argument("--workers", type=int, default=1, help="alignment processes (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    cache = CropCache(args.cache_dir, args.aligner)
+    if args.border and args.aligner != "yunet":
+        parser.error(f"--border applies to the yunet aligner, not {args.aligner}")
+    cache = CropCache(args.cache_dir, make_aligner(args.aligner, **({"border": args.border} if args.border else {})))
     progress = not args.quiet
     try:
         if args.dataset in PROTOCOLS or Path(args.dataset).is_file():
