@@ -58,9 +58,10 @@ def test_nan_on_one_process_stops_both_at_the_same_step(packed, tmp_path):
 
 @pytest.mark.fast
 def test_learning_rates_scale_with_the_processes():
-    recipe = load_recipe("finetune")
+    recipe = load_recipe("finetune", ["init.new_layers_lr=0.01"])
     scaled = for_processes(recipe, 8)
     assert scaled["optim"]["lr"] == 8 * recipe["optim"]["lr"]
     assert scaled["init"]["backbone_lr"] == 8 * recipe["init"]["backbone_lr"]
+    assert scaled["init"]["new_layers_lr"] == 8 * recipe["init"]["new_layers_lr"]
     assert scaled["scaling"]["global_batch_size"] == 8 * recipe["optim"]["batch_size"]
     assert for_processes(recipe, 1)["optim"]["lr"] == recipe["optim"]["lr"]

@@ -66,6 +66,21 @@ def test_finetune_starts_at_the_checkpoint(packed, tmp_path):
     assert state["architecture"]["embedding_dim"] == 128  # publish rebuilds from this
 
 
+def test_new_layers_train_at_their_own_rate(packed, tmp_path):
+    """init.new_layers_lr sets the rate of what the method adds (SRANet's attention) apart from
+    the pretrained tensors (backbone_lr) and the head (optim.lr)."""
+    config = load_recipe("finetune", [*SHORT, "model.name='sranet-mobilefacenet'", "init.new_layers_lr=0.001"])
+    trainer = Trainer(config, PackedFaces(packed), tmp_path, device="cpu", progress=False)
+    lr, init = config["optim"]["lr"], config["init"]
+    rate_of = {id(p): group["lr_scale"] * lr for group in trainer.optimizer.param_groups for p in group["params"]}
+    model = dict(trainer.model.named_parameters())
+    assert trainer.new_tensors & set(model), "SRANet adds attention layers to the MobileFaceNet"
+    for name, p in model.items():
+        expected = init["new_layers_lr"] if name in trainer.new_tensors else init["backbone_lr"]
+        assert rate_of[id(p)] == pytest.approx(expected), name
+    assert all(rate_of[id(p)] == pytest.approx(lr) for p in trainer.head.parameters())
+
+
 def test_finetune_refuses_a_method_checkpoint(packed, tmp_path):
     method = zoo.build("scan-mobilefacenet", width=0.25)
     zoo.save(method, tmp_path / "scan")

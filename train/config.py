@@ -25,8 +25,10 @@ DEFAULTS: Dict[str, Any] = {
     "aux": {},
     # Fine-tuning: start from a trained zoo checkpoint (name or folder); "centres" starts the
     # class matrix at each identity's mean embedding; backbone_lr (if set) is the learning rate
-    # of every pretrained tensor, optim.lr that of the head and the method's new layers.
-    "init": {"from": "", "head": "random", "backbone_lr": None},
+    # of every pretrained tensor, new_layers_lr (if set) that of the layers the method adds to the
+    # start (SCAN's scales, SRANet's and HPDA's attention, ARFace's masks), optim.lr the head's
+    # and, by default, the new layers'.
+    "init": {"from": "", "head": "random", "backbone_lr": None, "new_layers_lr": None},
     # Training-time augmentation: mirror with p=0.5; blur a fraction of each batch with a
     # Gaussian of sigma drawn uniformly from blur_sigma (pixels at 112 px).
     "augment": {"flip": True, "blur_fraction": 0.0, "blur_sigma": [0.5, 4.0]},
@@ -113,12 +115,13 @@ def read_recipe(path: Path, seen: tuple = ()) -> Dict[str, Any]:
 def for_processes(config: Dict[str, Any], world: int) -> Dict[str, Any]:
     """The recipe as `world` processes run it. `optim.batch_size` is per process (per GPU), so the
     global batch is `world` times larger, and so are the learning rates (optim.lr and
-    init.backbone_lr; the linear scaling rule of Goyal et al., 2017). The rates as run and the
+    init.backbone_lr, init.new_layers_lr; the linear scaling rule of Goyal et al., 2017). The rates as run and the
     `scaling` section go into the run's saved config; a method's own optimiser is left as it is."""
     config = copy.deepcopy(config)
     config["optim"]["lr"] = float(config["optim"]["lr"]) * world
-    if config["init"]["backbone_lr"] is not None:
-        config["init"]["backbone_lr"] = float(config["init"]["backbone_lr"]) * world
+    for key in ("backbone_lr", "new_layers_lr"):
+        if config["init"][key] is not None:
+            config["init"][key] = float(config["init"][key]) * world
     config["scaling"] = {"processes": world, "batch_per_process": int(config["optim"]["batch_size"]),
                          "global_batch_size": int(config["optim"]["batch_size"]) * world, "lr_factor": world}
     return config

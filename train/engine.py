@@ -110,18 +110,23 @@ class Trainer:
         self.recorders = EpochRecorders(self.model)
 
     def _sgd(self, named, lr):
-        """Groups by (weight decay, learning-rate scale): t never decays; when fine-tuning with
-        init.backbone_lr, every pretrained tensor runs at that rate and the rest at optim.lr."""
+        """Groups by (weight decay, learning-rate scale): t never decays; when fine-tuning, every
+        pretrained tensor runs at init.backbone_lr, the method's new layers at init.new_layers_lr
+        and the head at optim.lr (either init rate, when unset, is optim.lr)."""
         no_decay = set(self.model.no_weight_decay())
-        optim = self.config["optim"]
-        backbone_lr = self.config["init"]["backbone_lr"]
-        pretrained_scale = 1.0 if backbone_lr is None or not self.config["init"]["from"] else float(backbone_lr) / lr
+        optim, init = self.config["optim"], self.config["init"]
+
+        def relative(rate):
+            return 1.0 if rate is None or not init["from"] else float(rate) / lr
+
+        pretrained_scale, new_layers_scale = relative(init["backbone_lr"]), relative(init["new_layers_lr"])
         groups: Dict[tuple, list] = {}
         for name, p in named:
             key = name.removeprefix("model.")
-            pretrained = name.startswith("model.") and key not in self.new_tensors
+            in_model = name.startswith("model.")
+            rate = (new_layers_scale if key in self.new_tensors else pretrained_scale) if in_model else 1.0
             decay = 0.0 if key in no_decay else float(optim["weight_decay"])
-            groups.setdefault((decay, pretrained_scale if pretrained else 1.0), []).append(p)
+            groups.setdefault((decay, rate), []).append(p)
         return torch.optim.SGD([{"params": params, "weight_decay": decay, "lr_scale": scale}
                                 for (decay, scale), params in groups.items()],
                                lr=lr, momentum=float(optim["momentum"]))
