@@ -110,3 +110,14 @@ def test_claim_verdicts_tell_mixed_evidence_from_a_loss():
     assert verdict([gain, loss]).startswith("mixed")
     assert verdict([loss, small_gain]).startswith("contradicted")
     assert verdict([small_gain, small_loss]).startswith("not shown")
+
+
+def test_a_gain_within_the_seed_spread_is_not_significant():
+    """A cell the folds call significant still does not count when retraining the baseline with
+    another seed alone moved it as far."""
+    from bench.method_vs_baseline import verdict
+    gain = {"delta": 0.4, "t": 3.0}
+    assert verdict([gain]) == "shown"
+    assert verdict([{**gain, "seed": 0.3}]) == "shown"
+    assert verdict([{**gain, "seed": 0.5}]).startswith("not shown")
+    assert verdict([{"delta": -0.4, "t": -3.0, "seed": 0.5}]).startswith("not shown")

@@ -7,6 +7,8 @@
 #
 #   bash train/zoo_finetune.sh          # resumable: finished runs are skipped, killed ones resume
 #   bash train/zoo_finetune.sh NAME...  # only these zoo models, one after another
+#   bash train/zoo_finetune.sh --seeds 1 2   # the baseline retrained with these run.seed values
+#                                            # (the zoo's is 0), evaluated alike, kept out of the zoo
 #
 # Two streams of one CPU thread each (faster than one stream of two on a 2-core machine);
 # SRANet's attention makes it the slowest, so it shares its stream with the light models.
@@ -23,8 +25,9 @@ fi
 # Clean and blurred on all three protocols; low resolution (28 px) on LFW View 1 only, which
 # keeps a model's evaluation at about 7 CPU-minutes (bench/method_vs_baseline.py reads eval.json).
 mkdir -p runs
-evaluate() {  # NAME: evaluate a local zoo model into runs/NAME/eval{,-lowres}.json (skipped when done)
-  local run=(python -m zoo.evaluate --model "$1" --aligner yunet --quiet)
+evaluate() {  # NAME [MODEL]: evaluate a local zoo model (or MODEL, a checkpoint folder) into
+              # runs/NAME/eval{,-lowres}.json (skipped when done)
+  local run=(python -m zoo.evaluate --model "${2:-$1}" --aligner yunet --quiet)
   [ -f "runs/$1/eval-lowres.json" ] || OMP_NUM_THREADS=1 "${run[@]}" --protocol lfw-view1 --blur "" --lowres 28 \
     --out "runs/$1/eval-lowres.json"
   [ -f "runs/$1/eval.json" ] || OMP_NUM_THREADS=1 "${run[@]}" --protocol lfw-view1,cfp-ff,cfp-fp --blur 0,2,4 --pairs \
@@ -55,6 +58,18 @@ stream() {  # NAME...: train, evaluate and publish these models one after anothe
     train "$name" "${RECIPE[$name]}" "${name%%.*}"
   done
 }
+seed() {  # SEED: the baseline with another run.seed, in runs/NAME/checkpoint (bench/method_vs_baseline.py
+          # sets how far the seed alone moves it beside each method's difference)
+  local name=mobilefacenet.fss-ft-seed$1
+  if [ ! -f "runs/$name/checkpoint/model.safetensors" ]; then
+    python -m train.run finetune --data "$DATA" --out "runs/$name" --resume --set run.seed=$1 \
+      --threads 1 --no-progress > "runs/$name.out" 2>&1
+    python -m train.publish "runs/$name" --local "$name" --force
+    rm -rf "runs/$name/checkpoint" && mv "zoo/checkpoints/$name" "runs/$name/checkpoint"
+  fi
+  evaluate "$name" "runs/$name/checkpoint"
+}
+if [ "${1:-}" = --seeds ]; then shift; for s in "$@"; do seed "$s"; done; exit; fi
 if [ $# -gt 0 ]; then stream "$@"; exit; fi   # bash train/zoo_finetune.sh NAME...: just these
 stream mobilefacenet.y1 sranet-mobilefacenet.fss-ft mobilefacenet.fss-ft-npcface hpda-mobilefacenet.fss-ft &
 stream mobilefacenet.fss-ft scan-mobilefacenet.fss-ft arface-mobilefacenet.fss-ft mobilefacenet.fss-ft-blur \
