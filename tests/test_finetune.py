@@ -1,5 +1,6 @@
 """Fine-tuning from a zoo checkpoint: recipes with a base, the start, learning-rate groups,
-blur augmentation and the held-out validation used to choose the schedule."""
+blur augmentation, weight averaging with the start (WiSE-FT) and the held-out validation used to
+choose the schedule."""
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 
 import zoo
 from faces import lfw_identities
-from train import validate
+from train import publish, validate, wise
 from train.config import ConfigError, load_recipe
 from train.data import PackedFaces, blur_some
 from train.engine import Trainer
@@ -122,3 +123,60 @@ def test_validation_cli_end_to_end(packed, tmp_path, capsys):
     assert result["before"]["clean"]["accuracy"] > 0.8  # y1 on unseen LFW people
     assert "| val |" in capsys.readouterr().out
     assert validate.main(["finetune"]) == 2
+
+    # rerun with WiSE-FT weights: it resumes the finished run (no step trained again) and scores
+    # alpha 0 as the start itself and 1 as the trained weights, exactly
+    log = (out / "log.jsonl").read_text()
+    code = validate.main(["finetune", "--data", str(packed), "--out", str(out), "--holdout", "0.25",
+                          "--pairs", "60", "--conditions", "clean,blur4", "--wise-alpha", "0,0.5,1",
+                          *sum((["--set", s] for s in SHORT), [])])
+    assert code == 0 and (out / "log.jsonl").read_text() == log
+    again = json.loads((out / "validation.json").read_text())
+    assert again["held_out"] == result["held_out"] == again["wise_alpha"]["1"]
+    assert again["wise_alpha"]["0"] == result["before"] and set(again["wise_alpha"]) == {"0", "0.5", "1"}
+    assert "| val, wise_alpha 0.5 |" in capsys.readouterr().out
+    assert validate.main(["finetune", "--data", str(packed), "--out", str(out), "--wise-alpha", "1.5"]) == 2
+    assert "init.wise_alpha must be between 0" in capsys.readouterr().err
+
+
+def test_publish_averages_the_trained_weights_with_the_start(packed, tmp_path, capsys):
+    """--wise-alpha (or the recipe's init.wise_alpha) publishes (1 - a) * start + a * trained, and
+    the card says so; without it the trained weights go out as they are. --out writes the
+    checkpoint outside the zoo."""
+    run = tmp_path / "run"
+    trainer = Trainer(load_recipe("finetune", SHORT), PackedFaces(packed), run, device="cpu", progress=False)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    trained = trainer.model.state_dict()
+    assert any(not torch.equal(start[k], trained[k]) for k in start if start[k].is_floating_point())
+
+    assert publish.main([str(run), "--out", str(tmp_path / "half"), "--wise-alpha", "0.25"]) == 0
+    assert publish.main([str(run), "--out", str(tmp_path / "as-trained")]) == 0
+    half = zoo.load_checkpoint(tmp_path / "half").state_dict()
+    as_trained = zoo.load_checkpoint(tmp_path / "as-trained").state_dict()
+    for key, value in half.items():
+        assert torch.equal(as_trained[key], trained[key]), key
+        expected = 0.75 * start[key] + 0.25 * trained[key] if value.is_floating_point() else trained[key]
+        assert torch.allclose(value, expected, atol=1e-6), key
+    assert "0.75 x start + 0.25 x trained" in (tmp_path / "half" / "README.md").read_text()
+    assert "WiSE-FT" not in (tmp_path / "as-trained" / "README.md").read_text()
+
+    assert publish.main([str(run), "--out", str(tmp_path / "bad"), "--wise-alpha", "1.5"]) == 2
+    assert "init.wise_alpha must be between 0" in capsys.readouterr().err
+    assert publish.main([str(tmp_path / "half"), "--out", str(tmp_path / "again"), "--wise-alpha", "0.5"]) == 2
+    assert "give a run folder" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "again").exists()
+
+
+def test_a_method_s_start_is_rebuilt_exactly(packed, tmp_path):
+    """Publishing rebuilds the start a run trained from, the method's new layers included
+    (SRANet's attention), so the weight average is the one validated."""
+    config = load_recipe("finetune", [*SHORT, "model.name='sranet-mobilefacenet'"])
+    trainer = Trainer(config, PackedFaces(packed), tmp_path, device="cpu", progress=False)
+    torch.manual_seed(123)  # whatever ran before
+    rebuilt, new = wise.start_model(trainer.config)
+    assert new == trainer.new_tensors
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[key], value), key
+    with pytest.raises(ConfigError, match="set init.from"):
+        wise.alpha(load_recipe("baseline", ["init.wise_alpha=0.5"]))

@@ -27,8 +27,9 @@ DEFAULTS: Dict[str, Any] = {
     # class matrix at each identity's mean embedding; backbone_lr (if set) is the learning rate
     # of every pretrained tensor, new_layers_lr (if set) that of the layers the method adds to the
     # start (SCAN's scales, SRANet's and HPDA's attention, ARFace's masks), optim.lr the head's
-    # and, by default, the new layers'.
-    "init": {"from": "", "head": "random", "backbone_lr": None, "new_layers_lr": None},
+    # and, by default, the new layers'. wise_alpha < 1 publishes the trained weights averaged
+    # with the start (train/wise.py).
+    "init": {"from": "", "head": "random", "backbone_lr": None, "new_layers_lr": None, "wise_alpha": 1.0},
     # Training-time augmentation: mirror with p=0.5; blur a fraction of each batch with a
     # Gaussian of sigma drawn uniformly from blur_sigma (pixels at 112 px).
     "augment": {"flip": True, "blur_fraction": 0.0, "blur_sigma": [0.5, 4.0]},

@@ -3,12 +3,14 @@
     python -m train.publish runs/scan --local scan-ir18                  # into the local zoo
     python -m train.publish runs/scan --repo-id me/scan-ir18             # to a Hugging Face Hub repo
     python -m train.publish runs/scan --local scan-ir18 --eval results.json
+    python -m train.publish runs/scan --out runs/scan/checkpoint          # a folder outside the zoo
     python -m train.publish zoo/checkpoints/scan-ir18 --repo-id me/scan-ir18 --revision v2
 
 From a run folder (what train.run writes): the model is rebuilt from the recipe in
 state/state.json, its weights loaded from state/model.safetensors and turned into its
 method's inference form (`FaceModel.inference_form`: SCAN folds into a plain network; the
-card records what it was folded from). The checkpoint gets a model card with the
+card records what it was folded from), after averaging the trained weights with the start when
+the recipe's init.wise_alpha (or --wise-alpha) is below 1 (train/wise.py). The checkpoint gets a model card with the
 training data, recipe, train time and throughput, the metrics of --eval (default RUN/eval.json
 when present, written by `python -m zoo.evaluate --out RUN/eval.json`), intended use and
 limits; config.json carries the same record and the verification threshold. A fine-tuned
@@ -34,6 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from train import wise
 from train.checkpoint import STATE_DIR
 import zoo
 from zoo import card, hub
@@ -51,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--repo-id", metavar="ORG/NAME", help="upload to this Hugging Face Hub model repo")
     target.add_argument("--local", metavar="NAME", help=f"write into the local zoo ({zoo.LOCAL_ZOO}/NAME)")
+    target.add_argument("--out", type=Path, metavar="FOLDER",
+                        help="write the checkpoint folder here, outside the zoo (e.g. a seed replicate)")
     parser.add_argument("--revision", metavar="BRANCH", help="hub branch to commit to (created if needed; default main)")
     parser.add_argument("--eval", type=Path, metavar="RESULTS.json", action="append",
                         help="metrics from `python -m zoo.evaluate --out` for the card (default RUN/eval.json); "
@@ -59,16 +64,22 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the card's base_model: the Hub repo of the checkpoint a fine-tuned model started "
                              f"from (default: the recorded init if it is a repo id, else a zoo name under the "
                              f"--repo-id's organisation, or {hub.ZOO_ORG} with --local)")
+    parser.add_argument("--wise-alpha", type=float, metavar="ALPHA",
+                        help="publish (1 - ALPHA) * start + ALPHA * trained weights of a fine-tuning run "
+                             "(WiSE-FT; default: the recipe's init.wise_alpha, 1 = as trained)")
     parser.add_argument("--force", action="store_true", help="replace a checkpoint of another architecture")
     parser.add_argument("--private", action="store_true", help="create the hub repo private")
     parser.add_argument("--message", help="hub commit message")
     return parser.parse_args(argv)
 
 
-def read_run(run_dir: Path) -> Tuple[zoo.FaceModel, Dict[str, Any]]:
-    """The trained model of a run folder, in its inference form, and its training record."""
+def read_run(run_dir: Path, wise_alpha: Optional[float] = None) -> Tuple[zoo.FaceModel, Dict[str, Any]]:
+    """The trained model of a run folder, in its inference form, and its training record;
+    `wise_alpha` overrides the recipe's init.wise_alpha (the record keeps the value used)."""
     path = run_dir / STATE_DIR / "state.json"
     state = json.loads(path.read_text())
+    if wise_alpha is not None:
+        state["config"].setdefault("init", {})["wise_alpha"] = wise_alpha
     try:
         record = {"config": state["config"], "data": state["data"], "steps": state["step"],
                   "total_steps": state["total_steps"], "train_seconds": state["train_seconds"],
@@ -83,6 +94,10 @@ def read_run(run_dir: Path) -> Tuple[zoo.FaceModel, Dict[str, Any]]:
     model = (zoo.build(state["architecture"]) if "architecture" in state
              else zoo.build(model_config.pop("name"), **model_config))
     load_weights(model, run_dir / STATE_DIR / "model.safetensors")
+    weight = wise.alpha(state["config"])
+    if weight != 1.0:
+        start, _ = wise.start_model(state["config"])
+        wise.average_with_start(model, start.state_dict(), weight)
     inference = model.inference_form()
     if inference is not model:
         record["folded_from"] = model.name
@@ -168,18 +183,22 @@ def existing_architecture(folder: Path) -> Optional[Dict[str, Any]]:
         return None
 
 
-def write_local(model: zoo.FaceModel, source: Optional[Path], name: str, force: bool,
-                text: Optional[str], extra: Optional[Dict[str, Any]]) -> Path:
-    """Write into the local zoo atomically: the regenerated checkpoint, or `source`'s files as is."""
+def local_folder(name: str) -> Path:
+    """The local zoo's folder for --local NAME."""
     if Path(name).name != name or name.startswith("."):
         raise ValueError(f"--local {name!r}: give a plain folder name, e.g. ir18-arcface")
-    target = Path(zoo.LOCAL_ZOO) / name
+    return Path(zoo.LOCAL_ZOO) / name
+
+
+def write_folder(model: zoo.FaceModel, source: Optional[Path], target: Path, force: bool,
+                 text: Optional[str], extra: Optional[Dict[str, Any]]) -> Path:
+    """Write a checkpoint folder atomically: the regenerated checkpoint, or `source`'s files as is."""
     local = hub.architecture({"architecture": model.config.to_dict()})
     existing = existing_architecture(target) if target.exists() else local
     if existing != local and not force:
         raise CheckpointError(f"{target} holds {hub.describe(existing)}, this checkpoint is "
                               f"{hub.describe(local)}: refusing to overwrite a different architecture; choose "
-                              "another --local name or pass --force")
+                              "another name or pass --force")
     if source is None:
         return zoo.save(model, target, card=text, extra_config=extra)
     with atomic_folder(target) as staging:
@@ -199,9 +218,11 @@ def publish(args: argparse.Namespace) -> str:
             raise FileNotFoundError(f"--eval {path}: no such file")
     as_is = imported = None
     if (source / STATE_DIR / "state.json").is_file():
-        model, training = read_run(source)
+        model, training = read_run(source, args.wise_alpha)
         eval_path = args.eval or ([source / "eval.json"] if (source / "eval.json").is_file() else None)
     elif (source / CONFIG_FILE).is_file():
+        if args.wise_alpha is not None:
+            raise ValueError("--wise-alpha averages a training run's weights with its start: give a run folder")
         model = zoo.load_checkpoint(source)
         stored = zoo.read_config(source)
         training, imported = stored.get("training"), stored.get("imported_from")
@@ -211,15 +232,16 @@ def publish(args: argparse.Namespace) -> str:
         raise FileNotFoundError(f"{source}: neither a run folder (no {STATE_DIR}/state.json) nor a checkpoint "
                                 f"folder (no {CONFIG_FILE})")
     metrics = read_metrics(eval_path, model, training) if eval_path is not None else None
-    name = args.repo_id or args.local
+    target = local_folder(args.local) if args.local else args.out
+    name = args.repo_id or args.local or target.name
     text = extra = None
     if as_is is None:
         org = args.repo_id.split("/")[0] if args.repo_id else hub.ZOO_ORG
         text = card.render(model, training, metrics, name=name, imported=imported,
                            base_model=args.base_model or card.base_model(training, org))
         extra = {**card.extra_config(training, metrics), **({"imported_from": imported} if imported else {})}
-    if args.local:
-        folder = write_local(model, as_is, args.local, args.force, text, extra)
+    if target is not None:
+        folder = write_folder(model, as_is, target, args.force, text, extra)
         copy_pair_results(eval_path, folder)
         return f"wrote {model.name} to {folder}"
     with tempfile.TemporaryDirectory(prefix="facescope-publish-") as scratch:

@@ -8,6 +8,9 @@ on the rest, then scores verification on pairs drawn among the held-out faces: e
 same-identity pair (up to --pairs/2) and as many different-identity pairs, 10 stratified
 folds, clean and blurred (`--conditions`). Writes OUT/validation.json; compare runs side by
 side with `python -m train.validate --compare runs/val-*`.
+
+A finished (or killed) run resumes from OUT/state, so rerunning it with `--wise-alpha` scores the
+trained weights averaged with the start (train/wise.py) without training again.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from train import wise
 from train.config import ConfigError, load_recipe
 from train.data import PackedFaces
 from train.engine import Trainer
@@ -79,7 +83,7 @@ def score(model, faces: PackedFaces, conditions: Sequence[str], pairs: int, seed
 
 
 def compare(folders: List[Path]) -> str:
-    """A markdown table of validation.json files, one row per run."""
+    """A markdown table of validation.json files: a row per run, and one per other WiSE-FT weight it scored."""
     rows, conditions = [], []
     for folder in folders:
         path = folder / RESULT_FILE
@@ -88,6 +92,8 @@ def compare(folders: List[Path]) -> str:
         result = json.loads(path.read_text())
         conditions = conditions or list(result["held_out"])
         rows.append((folder.name, result["overrides"], result["held_out"]))
+        rows += [(f"{folder.name}, wise_alpha {value}", result["overrides"], held)
+                 for value, held in result.get("wise_alpha", {}).items() if held != result["held_out"]]
     return markdown_table(["run", "overrides"] + conditions, [
         [name, " ".join(overrides) or "-"]
         + [f"{held[c]['accuracy'] * 100:.2f} +- {held[c]['accuracy_std'] * 100:.2f}" for c in conditions]
@@ -106,6 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=2000, help="validation pairs, half same (default 2000)")
     parser.add_argument("--conditions", default="clean,blur2,blur4",
                         help="comma-separated test conditions (default clean,blur2,blur4)")
+    parser.add_argument("--wise-alpha", default="", metavar="A,B,...",
+                        help="also score (1 - A) * start + A * trained weights for each A (WiSE-FT), e.g. 0.25,0.5,0.75")
     parser.add_argument("--seed", type=int, default=0, help="seed of the identity split and the pairs")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN",
@@ -128,16 +136,30 @@ def main(argv=None) -> int:
             raise FileNotFoundError(f"{args.data}: no such packed training set")
         train, held = split_identities(PackedFaces(args.data), args.holdout, args.seed)
         conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+        try:
+            alphas = [float(a) for a in args.wise_alpha.split(",") if a.strip()]
+        except ValueError:
+            raise ConfigError(f"--wise-alpha {args.wise_alpha!r}: give weights between 0 and 1, e.g. 0.25,0.5,0.75") from None
+        for value in alphas:
+            wise.alpha({"init": {**config["init"], "wise_alpha": value}})
         trainer = Trainer(config, train, args.out, device="cpu")
+        start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         before = score(trainer.model, held, conditions, args.pairs, args.seed)
+        trainer.load_state()
         trainer.fit()
-        after = score(trainer.model, held, conditions, args.pairs, args.seed)
+        trained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        averaged = {}
+        for value in dict.fromkeys([wise.alpha(config), *alphas]):
+            trainer.model.load_state_dict(trained)
+            wise.average_with_start(trainer.model, start, value)
+            averaged[value] = score(trainer.model, held, conditions, args.pairs, args.seed)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result = {"recipe": config["recipe"], "overrides": args.overrides, "holdout": args.holdout,
               "seed": args.seed, "train_identities": train.num_classes, "held_out_identities": held.num_classes,
-              "held_out_images": len(held), "before": before, "held_out": after}
+              "held_out_images": len(held), "before": before, "held_out": averaged[wise.alpha(config)],
+              "wise_alpha": {f"{value:g}": result for value, result in averaged.items()}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     print(compare([args.out]))

@@ -64,8 +64,7 @@ seed() {  # SEED: the baseline with another run.seed, in runs/NAME/checkpoint (b
   if [ ! -f "runs/$name/checkpoint/model.safetensors" ]; then
     python -m train.run finetune --data "$DATA" --out "runs/$name" --resume --set run.seed=$1 \
       --threads 1 --no-progress > "runs/$name.out" 2>&1
-    python -m train.publish "runs/$name" --local "$name" --force
-    rm -rf "runs/$name/checkpoint" && mv "zoo/checkpoints/$name" "runs/$name/checkpoint"
+    python -m train.publish "runs/$name" --out "runs/$name/checkpoint" --force
   fi
   evaluate "$name" "runs/$name/checkpoint"
 }

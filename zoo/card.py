@@ -241,7 +241,11 @@ def _recipe_section(training: Optional[Dict[str, Any]]) -> str:
     init, augment = config.get("init") or {}, config.get("augment") or {}
     if init.get("from"):
         rows.insert(1, ("start", f"`{init['from']}`; class matrix `{init.get('head', 'random')}`; pretrained "
-                                 f"tensors at lr {init.get('backbone_lr') or optim['lr']}, new ones at {optim['lr']}"))
+                                 f"tensors at lr {init.get('backbone_lr') or optim['lr']}, new ones at "
+                                 f"{init.get('new_layers_lr') or optim['lr']}"))
+        if init.get("wise_alpha", 1.0) != 1.0:
+            rows.insert(2, ("weights", f"{1 - init['wise_alpha']:g} x start + {init['wise_alpha']:g} x trained "
+                                       "(WiSE-FT weight averaging, init.wise_alpha)"))
     if augment:
         blur = (f", Gaussian blur on {augment['blur_fraction']:.0%} of each batch (sigma ~ U{tuple(augment['blur_sigma'])} px)"
                 if augment.get("blur_fraction") else ", no blur")
