@@ -12,7 +12,9 @@ The folds see the test pairs' sampling, not training's: where the baseline was a
 with other seeds (`bash train/zoo_finetune.sh --seeds 1 2`: runs/mobilefacenet.fss-ft-seedN/),
 their rows show how far the seed alone moves it, and a claim's cell counts as a significant
 difference only when it also exceeds the largest seed-only difference in that cell.
-Then one line per claim of the papers, saying whether this data shows it.
+Then one line per claim of the papers, saying whether this data shows it, and each model retrained
+with other seeds (`--seeds 1 2 --models NAME...`) with its clean LFW View 1 and CFP-FP accuracy
+per seed and their mean.
 Writes bench/results/method_vs_baseline.{md,json}.
 """
 from __future__ import annotations
@@ -139,15 +141,34 @@ def claims(deltas: Dict[str, Dict[Tuple[str, str], Dict[str, float]]],
     return rows
 
 
+def over_seeds(evaluations: Dict[str, Dict], models: List[str]) -> List[List[str]]:
+    """A row per model with seed replicates (runs/NAME-seedN; the zoo's own run is seed 0): its
+    clean accuracy on LFW View 1 and CFP-FP per seed, and their mean."""
+    rows = []
+    for model in models:
+        runs = {0: model, **{int(name.rsplit("-seed", 1)[1]): name for name in evaluations
+                             if name.rsplit("-seed", 1)[0] == model and name != model}}
+        if len(runs) < 2 or model not in evaluations:
+            continue
+        row = [f"`{model}`", ", ".join(map(str, sorted(runs)))]
+        for protocol in ("lfw-view1", "cfp-fp"):
+            values = [evaluations[runs[s]]["protocols"][protocol]["conditions"][CLEAN]["accuracy"] * 100
+                      for s in sorted(runs)]
+            row += [" / ".join(f"{v:.2f}" for v in values), f"{np.mean(values):.2f}"]
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/method_vs_baseline.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--evals", type=Path, default=REPO / "runs",
                         help="folder holding NAME/eval.json per zoo model (default: runs/)")
     args = parser.parse_args(argv)
-    folders = [args.evals / name for name in {n for pair in COMPARISONS for n in pair[:2]}]
+    models = sorted({n for pair in COMPARISONS for n in pair[:2]})
     seeds = sorted(folder.name for folder in args.evals.glob(SEED_RUNS) if (folder / "eval.json").is_file())
-    evaluations = {folder.name: load_evaluation(folder) for folder in folders + [args.evals / s for s in seeds]
+    replicates = [folder for folder in args.evals.glob("*-seed*") if folder.name.rsplit("-seed", 1)[0] in models]
+    evaluations = {folder.name: load_evaluation(folder) for folder in [args.evals / m for m in models] + replicates
                    if (folder / "eval.json").is_file()}
     if BASELINE not in evaluations:
         print(f"error: {args.evals / BASELINE / 'eval.json'} is missing: run bash train/zoo_finetune.sh first",
@@ -178,9 +199,17 @@ def main(argv=None) -> int:
                   "also exceeds the seed's own difference there.\n\n")
     claim_rows = claims(deltas, seed_spread)
     table += markdown_table(["paper claim", "this data", "evidence (pp, t)"], claim_rows)
+    seed_rows = over_seeds(evaluations, models)
+    if seed_rows:
+        table += ("\nEach model retrained with other seeds (`bash train/zoo_finetune.sh --seeds 1 2 --models NAME`; "
+                  "seed 0 is the zoo's), accuracy % on clean pairs:\n\n")
+        table += markdown_table(["model", "seeds", "LFW View 1 per seed", "LFW View 1 mean",
+                                 "CFP-FP per seed", "CFP-FP mean"], seed_rows)
     payload = {"deltas": {name: {f"{p}/{c}": v for (p, c), v in cells.items()} for name, cells in deltas.items()},
                "seed_spread": {f"{p}/{c}": v for (p, c), v in seed_spread.items()},
-               "claims": [{"claim": c, "verdict": v, "evidence": e} for c, v, e in claim_rows]}
+               "claims": [{"claim": c, "verdict": v, "evidence": e} for c, v, e in claim_rows],
+               "over_seeds": [dict(zip(["model", "seeds", "lfw_view1", "lfw_view1_mean", "cfp_fp", "cfp_fp_mean"], row))
+                              for row in seed_rows]}
     print(table)
     print(f"wrote {write_results('method_vs_baseline', payload, table)}")
     return 0

@@ -121,3 +121,18 @@ def test_a_gain_within_the_seed_spread_is_not_significant():
     assert verdict([{**gain, "seed": 0.3}]) == "shown"
     assert verdict([{**gain, "seed": 0.5}]).startswith("not shown")
     assert verdict([{"delta": -0.4, "t": -3.0, "seed": 0.5}]).startswith("not shown")
+
+
+def test_models_over_seeds_read_each_replicate_and_the_zoo_run_as_seed_0():
+    """A model's seed replicates (NAME-seedN) line up with the zoo's own run as seed 0; another
+    model whose name extends it (the blur baseline) is not taken for a replicate."""
+    from bench.method_vs_baseline import over_seeds
+
+    def evaluation(lfw, cfp_fp):
+        return {"protocols": {p: {"conditions": {"blur0": {"accuracy": a / 100}}}
+                              for p, a in (("lfw-view1", lfw), ("cfp-fp", cfp_fp))}}
+    evaluations = {"base": evaluation(99.3, 86.7), "base-seed2": evaluation(98.9, 87.2),
+                   "base-seed1": evaluation(99.1, 86.6), "base-blur": evaluation(98.8, 86.0),
+                   "other": evaluation(99.0, 85.0)}
+    rows = over_seeds(evaluations, ["base", "base-blur", "other"])
+    assert rows == [["`base`", "0, 1, 2", "99.30 / 99.10 / 98.90", "99.10", "86.70 / 86.60 / 87.20", "86.83"]]

@@ -9,6 +9,7 @@
 #   bash train/zoo_finetune.sh NAME...  # only these zoo models, one after another
 #   bash train/zoo_finetune.sh --seeds 1 2   # the baseline retrained with these run.seed values
 #                                            # (the zoo's is 0), evaluated alike, kept out of the zoo
+#   bash train/zoo_finetune.sh --seeds 1 2 --models NAME...   # these zoo models instead
 #
 # Two streams of one CPU thread each (faster than one stream of two on a 2-core machine);
 # SRANet's attention makes it the slowest, so it shares its stream with the light models.
@@ -58,17 +59,27 @@ stream() {  # NAME...: train, evaluate and publish these models one after anothe
     train "$name" "${RECIPE[$name]}" "${name%%.*}"
   done
 }
-seed() {  # SEED: the baseline with another run.seed, in runs/NAME/checkpoint (bench/method_vs_baseline.py
-          # sets how far the seed alone moves it beside each method's difference)
-  local name=mobilefacenet.fss-ft-seed$1
+seed() {  # SEED NAME: zoo model NAME retrained with run.seed SEED into runs/NAME-seedSEED/checkpoint and
+          # evaluated alike (bench/method_vs_baseline.py sets how far the seed alone moves it)
+  local name=$2-seed$1
   if [ ! -f "runs/$name/checkpoint/model.safetensors" ]; then
-    python -m train.run finetune --data "$DATA" --out "runs/$name" --resume --set run.seed=$1 \
-      --threads 1 --no-progress > "runs/$name.out" 2>&1
+    python -m train.run "${RECIPE[$2]}" --data "$DATA" --out "runs/$name" --resume --set "model.name='${2%%.*}'" \
+      --set run.seed=$1 ${EXTRA[$2]:-} --threads 1 --no-progress > "runs/$name.out" 2>&1
     python -m train.publish "runs/$name" --out "runs/$name/checkpoint" --force
   fi
   evaluate "$name" "runs/$name/checkpoint"
 }
-if [ "${1:-}" = --seeds ]; then shift; for s in "$@"; do seed "$s"; done; exit; fi
+if [ "${1:-}" = --seeds ]; then  # --seeds SEED... [--models NAME...]
+  shift; seeds=(); models=()
+  while [ $# -gt 0 ] && [ "$1" != --models ]; do seeds+=("$1"); shift; done
+  [ $# -gt 0 ] && shift && models=("$@")
+  [ ${#models[@]} -gt 0 ] || models=(mobilefacenet.fss-ft)
+  for name in "${models[@]}"; do
+    [ -n "${RECIPE[$name]:-}" ] || { echo "unknown fine-tuned zoo model $name; known: ${!RECIPE[*]}" >&2; exit 2; }
+  done
+  for name in "${models[@]}"; do for s in "${seeds[@]}"; do seed "$s" "$name"; done; done
+  exit
+fi
 if [ $# -gt 0 ]; then stream "$@"; exit; fi   # bash train/zoo_finetune.sh NAME...: just these
 stream mobilefacenet.y1 sranet-mobilefacenet.fss-ft mobilefacenet.fss-ft-npcface hpda-mobilefacenet.fss-ft &
 stream mobilefacenet.fss-ft scan-mobilefacenet.fss-ft arface-mobilefacenet.fss-ft mobilefacenet.fss-ft-blur \
