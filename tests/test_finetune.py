@@ -12,7 +12,7 @@ from faces import lfw_identities
 from train import publish, validate, wise
 from train.config import ConfigError, load_recipe
 from train.data import PackedFaces, blur_some
-from train.engine import Trainer
+from train.engine import Trainer, start_model
 from zoo.data.degrade import gaussian_blur
 
 REFERENCE = "mobilefacenet.y1"  # the imported InsightFace model: stays in the embedded zoo
@@ -174,7 +174,7 @@ def test_a_method_s_start_is_rebuilt_exactly(packed, tmp_path):
     config = load_recipe("finetune", [*SHORT, "model.name='sranet-mobilefacenet'"])
     trainer = Trainer(config, PackedFaces(packed), tmp_path, device="cpu", progress=False)
     torch.manual_seed(123)  # whatever ran before
-    rebuilt, new = wise.start_model(trainer.config)
+    rebuilt, new = start_model(trainer.config)
     assert new == trainer.new_tensors
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value), key

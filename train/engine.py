@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from train import checkpoint, distributed, wise
+from train import checkpoint, distributed
 from train.config import for_processes, method_settings
 from train.data import StepBatches, TrainingFaces, blur_some, flip_some, training_loader
 from train.heads import build_head, is_sharded, start_at_class_centres
@@ -63,7 +63,7 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         self.progress = progress and self.rank == 0
-        self.model, self.new_tensors = wise.start_model(config)  # seeded: same start for the same recipe
+        self.model, self.new_tensors = start_model(config)
         self.model.to(self.device)
         optim = config["optim"]
         self.per_rank_batch = int(optim["batch_size"])
@@ -232,6 +232,13 @@ class Trainer:
             bar.update(1)
         bar.close()
         return last
+
+
+def start_model(config: Dict[str, Any]):
+    """The recipe's model as a run starts it, seeded so that the same recipe gives the same start
+    (train.publish rebuilds it to average the trained weights with it), and its new tensors."""
+    torch.manual_seed(int(config["run"]["seed"]))
+    return build_model(config)
 
 
 def build_model(config: Dict[str, Any]):

@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from train import wise
 from train.checkpoint import STATE_DIR
+from train.engine import start_model
 import zoo
 from zoo import card, hub
 from zoo.checkpoint import CONFIG_FILE, PAIR_RESULTS_FILE, CheckpointError, load_weights
@@ -96,7 +97,7 @@ def read_run(run_dir: Path, wise_alpha: Optional[float] = None) -> Tuple[zoo.Fac
     load_weights(model, run_dir / STATE_DIR / "model.safetensors")
     weight = wise.alpha(state["config"])
     if weight != 1.0:
-        start, _ = wise.start_model(state["config"])
+        start, _ = start_model(state["config"])
         wise.average_with_start(model, start.state_dict(), weight)
     inference = model.inference_form()
     if inference is not model:

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     result = {"recipe": config["recipe"], "overrides": args.overrides, "holdout": args.holdout,
               "seed": args.seed, "train_identities": train.num_classes, "held_out_identities": held.num_classes,
               "held_out_images": len(held), "before": before, "held_out": averaged[wise.alpha(config)],
-              "wise_alpha": {f"{value:g}": result for value, result in averaged.items()}}
+              "wise_alpha": {f"{value:g}": scores for value, scores in averaged.items()}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     print(compare([args.out]))

@@ -19,7 +19,7 @@ from train.config import ConfigError
 
 
 def alpha(config: Dict[str, Any]) -> float:
-    """The recipe's init.wise_alpha, checked: 1.0 (plain fine-tuning) when the run has no start."""
+    """The recipe's init.wise_alpha (default 1.0, plain fine-tuning), checked."""
     init = config.get("init") or {}
     value = float(init.get("wise_alpha", 1.0))
     if not 0.0 <= value <= 1.0:
@@ -27,14 +27,6 @@ def alpha(config: Dict[str, Any]) -> float:
     if value != 1.0 and not init.get("from"):
         raise ConfigError("init.wise_alpha averages the trained weights with a pretrained start: set init.from")
     return value
-
-
-def start_model(config: Dict[str, Any]):
-    """The recipe's model as a run starts it (seeded, so a run and its publication agree) and the
-    names of its tensors that start untrained."""
-    from train.engine import build_model  # the engine imports this module
-    torch.manual_seed(int(config["run"]["seed"]))
-    return build_model(config)
 
 
 @torch.no_grad()
