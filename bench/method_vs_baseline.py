@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -34,7 +35,7 @@ from zoo.tables import markdown_table
 
 BASELINE = "mobilefacenet.fss-ft"
 BLUR_BASELINE = "mobilefacenet.fss-ft-blur"
-SEED_RUNS = f"{BASELINE}-seed*"  # the baseline retrained with other run.seed values
+REPLICATE = re.compile(r"(?P<model>.+)-seed(?P<seed>\d+)")  # runs/NAME-seedN: NAME retrained with run.seed N
 # (model, its baseline, what it is)
 COMPARISONS = [
     ("scan-mobilefacenet.fss-ft", BASELINE, "SCAN"),
@@ -146,8 +147,8 @@ def over_seeds(evaluations: Dict[str, Dict], models: List[str]) -> List[List[str
     clean accuracy on LFW View 1 and CFP-FP per seed, and their mean."""
     rows = []
     for model in models:
-        runs = {0: model, **{int(name.rsplit("-seed", 1)[1]): name for name in evaluations
-                             if name.rsplit("-seed", 1)[0] == model and name != model}}
+        runs = {0: model, **{int(match["seed"]): name for name in evaluations
+                             for match in [REPLICATE.fullmatch(name)] if match and match["model"] == model}}
         if len(runs) < 2 or model not in evaluations:
             continue
         row = [f"`{model}`", ", ".join(map(str, sorted(runs)))]
@@ -166,15 +167,16 @@ def main(argv=None) -> int:
                         help="folder holding NAME/eval.json per zoo model (default: runs/)")
     args = parser.parse_args(argv)
     models = sorted({n for pair in COMPARISONS for n in pair[:2]})
-    seeds = sorted(folder.name for folder in args.evals.glob(SEED_RUNS) if (folder / "eval.json").is_file())
-    replicates = [folder for folder in args.evals.glob("*-seed*") if folder.name.rsplit("-seed", 1)[0] in models]
-    evaluations = {folder.name: load_evaluation(folder) for folder in [args.evals / m for m in models] + replicates
-                   if (folder / "eval.json").is_file()}
+    replicates = {folder.name: match["model"] for folder in args.evals.glob("*-seed*")
+                  for match in [REPLICATE.fullmatch(folder.name)] if match and match["model"] in models}
+    evaluations = {name: load_evaluation(args.evals / name) for name in [*models, *replicates]
+                   if (args.evals / name / "eval.json").is_file()}
+    seeds = sorted(name for name, model in replicates.items() if model == BASELINE and name in evaluations)
     if BASELINE not in evaluations:
         print(f"error: {args.evals / BASELINE / 'eval.json'} is missing: run bash train/zoo_finetune.sh first",
               file=sys.stderr)
         return 2
-    comparisons = COMPARISONS + [(name, BASELINE, f"baseline, run.seed {name.rsplit('seed', 1)[1]}") for name in seeds]
+    comparisons = COMPARISONS + [(name, BASELINE, f"baseline, run.seed {REPLICATE.fullmatch(name)['seed']}") for name in seeds]
     deltas, rows = {}, []
     for name, baseline, what in comparisons:
         if name not in evaluations or baseline not in evaluations:

@@ -140,8 +140,8 @@ def main(argv=None) -> int:
             alphas = [float(a) for a in args.wise_alpha.split(",") if a.strip()]
         except ValueError:
             raise ConfigError(f"--wise-alpha {args.wise_alpha!r}: give weights between 0 and 1, e.g. 0.25,0.5,0.75") from None
-        for value in alphas:
-            wise.alpha({"init": {**config["init"], "wise_alpha": value}})
+        recipe_alpha = wise.alpha(config)
+        alphas = [recipe_alpha, *(wise.checked(value, bool(config["init"]["from"])) for value in alphas)]
         trainer = Trainer(config, train, args.out, device="cpu")
         start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         before = score(trainer.model, held, conditions, args.pairs, args.seed)
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         trainer.fit()
         trained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         averaged = {}
-        for value in dict.fromkeys([wise.alpha(config), *alphas]):
+        for value in dict.fromkeys(alphas):
             trainer.model.load_state_dict(trained)
             wise.average_with_start(trainer.model, start, value)
             averaged[value] = score(trainer.model, held, conditions, args.pairs, args.seed)
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         return 2
     result = {"recipe": config["recipe"], "overrides": args.overrides, "holdout": args.holdout,
               "seed": args.seed, "train_identities": train.num_classes, "held_out_identities": held.num_classes,
-              "held_out_images": len(held), "before": before, "held_out": averaged[wise.alpha(config)],
+              "held_out_images": len(held), "before": before, "held_out": averaged[recipe_alpha],
               "wise_alpha": {f"{value:g}": scores for value, scores in averaged.items()}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")

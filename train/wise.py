@@ -21,10 +21,14 @@ from train.config import ConfigError
 def alpha(config: Dict[str, Any]) -> float:
     """The recipe's init.wise_alpha (default 1.0, plain fine-tuning), checked."""
     init = config.get("init") or {}
-    value = float(init.get("wise_alpha", 1.0))
+    return checked(float(init.get("wise_alpha", 1.0)), bool(init.get("from")))
+
+
+def checked(value: float, has_start: bool) -> float:
+    """`value` as a WiSE-FT weight: between 0 and 1, and below 1 only for a run with a pretrained start."""
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"init.wise_alpha must be between 0 (the start) and 1 (the trained weights), got {value}")
-    if value != 1.0 and not init.get("from"):
+    if value != 1.0 and not has_start:
         raise ConfigError("init.wise_alpha averages the trained weights with a pretrained start: set init.from")
     return value
 
